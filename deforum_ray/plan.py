@@ -1,0 +1,171 @@
+"""RenderPlan: what a validated job will render, cut into the chains that run in parallel.
+
+A clip is one chain unless ``segment_length: N`` cuts it at anchor frames 0, N, 2N, ...; each
+segment ``[a_i, a_{i+1})`` then starts from its anchor. The ``job_id`` hashes everything that
+changes pixels and nothing else (not the job name, fps, post-processing, storage or cluster), so
+re-running a job resumes into the same folder and a changed picture gets a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from .schedule import parse_schedule, start_indices
+from .spec import RENDER_KEYS, ClipSpec, JobSpec, spec_to_dict
+
+PLAN_VERSION = 1  # bump when the renderer's pixels change for the same spec
+
+
+@dataclass(frozen=True)
+class Segment:
+    clip: str
+    index: int
+    start: int  # its anchor frame
+    stop: int  # one past its last frame
+
+    @property
+    def num_frames(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    name: str
+    num_frames: int
+    segments: tuple[Segment, ...]
+    passes: int  # transformer passes over all frames
+    prompt_keys: tuple[int, ...]
+
+    @property
+    def anchors(self) -> tuple[int, ...]:
+        return tuple(seg.start for seg in self.segments) if len(self.segments) > 1 else ()
+
+
+@dataclass(frozen=True)
+class RenderPlan:
+    job_name: str
+    job_id: str
+    output_dir: str
+    clips: tuple[ClipPlan, ...]
+    interpolation: int
+    fps: float
+
+    @property
+    def total_frames(self) -> int:
+        return sum(c.num_frames for c in self.clips)
+
+    @property
+    def total_passes(self) -> int:
+        return sum(c.passes for c in self.clips)
+
+    @property
+    def segments(self) -> tuple[Segment, ...]:
+        return tuple(seg for clip in self.clips for seg in clip.segments)
+
+    @property
+    def video_frames(self) -> int:
+        """Frames in the video after interpolation (before looping)."""
+        return sum((c.num_frames - 1) * self.interpolation + 1 for c in self.clips)
+
+
+def frame_passes(clip: ClipSpec) -> list[int]:
+    """Transformer passes for each frame: all steps for a first frame from noise, else the
+    steps left after the img2img start index."""
+    strength = parse_schedule(clip.strength, clip.num_frames, seed=clip.seed)
+    passes = (clip.steps - start_indices(strength, clip.steps)).tolist()
+    if clip.init_image is None:
+        passes[0] = clip.steps
+    return passes
+
+
+def cut_segments(clip: ClipSpec) -> tuple[Segment, ...]:
+    length = clip.segment_length or clip.num_frames
+    starts = range(0, clip.num_frames, length)
+    return tuple(
+        Segment(clip.name, i, start, min(start + length, clip.num_frames)) for i, start in enumerate(starts)
+    )
+
+
+def job_id(spec: JobSpec) -> str:
+    """12 hex digits of a hash over everything that changes the rendered frames."""
+    tree = spec_to_dict(spec)
+    pixels = {
+        "version": PLAN_VERSION,
+        "model": tree["model"],
+        "width": tree["width"],
+        "height": tree["height"],
+        "clips": [
+            {k: clip[k] for k in (*RENDER_KEYS, "name", "num_frames", "prompts", "init_image", "segment_length")}
+            for clip in tree["clips"]
+        ],
+    }
+    canonical = json.dumps(pixels, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def plan(spec: JobSpec) -> RenderPlan:
+    ident = job_id(spec)
+    clips = tuple(
+        ClipPlan(
+            name=clip.name,
+            num_frames=clip.num_frames,
+            segments=cut_segments(clip),
+            passes=sum(frame_passes(clip)),
+            prompt_keys=tuple(clip.prompts),
+        )
+        for clip in spec.clips
+    )
+    return RenderPlan(
+        job_name=spec.name,
+        job_id=ident,
+        output_dir=f"{spec.output.uri.rstrip('/')}/{spec.name}-{ident}",
+        clips=clips,
+        interpolation=spec.post.interpolation,
+        fps=spec.fps,
+    )
+
+
+def format_plan(render_plan: RenderPlan, spec: JobSpec) -> str:
+    """A plan a person reads before spending GPU time: one row per clip, then the segments."""
+    p = render_plan
+    lines = [
+        f"job {p.job_name}  id {p.job_id}  model {spec.model.name}  {spec.width}x{spec.height}  "
+        f"{spec.steps} steps  {_g(spec.fps)} fps",
+        f"output {p.output_dir}",
+        "",
+    ]
+    header = ("clip", "frames", "segments", "passes", "seed", "strength", "prompts")
+    rows = [
+        (c.name, str(c.num_frames), str(len(c.segments)), str(c.passes), str(clip.seed),
+         _short(clip.strength), f"{len(c.prompt_keys)} at {_frames(c.prompt_keys)}")
+        for c, clip in zip(p.clips, spec.clips)
+    ]
+    rows.append(("total", str(p.total_frames), str(len(p.segments)), str(p.total_passes), "", "", ""))
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        lines.append("  ".join(cell.ljust(w) if i in (0, 5, 6) else cell.rjust(w)
+                               for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+    lines += ["", "segments (each is one sequential chain; chains run in parallel)"]
+    for c in p.clips:
+        for seg in c.segments:
+            anchor = f"  from anchor {seg.start}" if c.anchors else ""
+            lines.append(f"  {seg.clip}/{seg.index}  frames {seg.start}-{seg.stop - 1}  ({seg.num_frames}){anchor}")
+    seconds = p.video_frames / p.fps
+    post = f"interpolation x{p.interpolation}" + (", loop" if spec.post.loop else "")
+    lines += ["", f"video {p.video_frames} frames ({post}), {seconds:.1f} s at {_g(p.fps)} fps, {spec.output.codec} crf {spec.output.crf}"]
+    return "\n".join(lines)
+
+
+def _g(x: float) -> str:
+    return f"{x:g}"
+
+
+def _short(text: str, width: int = 24) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _frames(keys: tuple[int, ...]) -> str:
+    shown = ", ".join(str(k) for k in keys[:6])
+    return shown + (", ..." if len(keys) > 6 else "")

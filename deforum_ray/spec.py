@@ -1,0 +1,763 @@
+"""Job specs: OmegaConf structured config (the dataclasses below), merged and validated.
+
+Merge order: ``conf/defaults.yaml``, the model preset ``conf/model/<name>.yaml``, the job file,
+then command-line ``key=value`` overrides. Validation runs on the merged tree before anything
+else happens, collects every problem (one line each, naming the field), and touches nothing on
+disk. Only a spec that passes becomes a :class:`JobSpec`; every clip in it carries its fully
+resolved render settings (job-level values with the clip's own overrides on top).
+
+This module imports no torch: the CLI validates a spec in well under a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union, get_args, get_origin, get_type_hints
+
+import numpy as np
+import yaml
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .schedule import ScheduleError, evaluate_keyframes, parse_keyframes, start_indices
+
+__all__ = [
+    "ClipSpec",
+    "ClusterSpec",
+    "JobSpec",
+    "ModelSpec",
+    "MotionSpec",
+    "OutputSpec",
+    "PostSpec",
+    "SpecError",
+    "conf_dir",
+    "load_job",
+    "model_presets",
+    "spec_to_yaml",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Field rules, kept next to the fields they govern
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A closed, open or half-open numeric range; ``None`` ends are unbounded."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, x: float) -> bool:
+        if self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo):
+            return False
+        if self.hi is not None and (x >= self.hi if self.hi_open else x > self.hi):
+            return False
+        return True
+
+    def __str__(self) -> str:
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {_num(self.lo)}"
+        if self.lo is None:
+            return f"{'<' if self.hi_open else '<='} {_num(self.hi)}"
+        return f"{'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}{')' if self.hi_open else ']'}"
+
+
+def _num(x: float | None) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def rule(
+    default: Any = MISSING,
+    *,
+    bounds: Bounds | None = None,
+    choices: Sequence[Any] | None = None,
+    schedule: bool = False,
+    factory: Any = None,
+) -> Any:
+    """A dataclass field with its validation rules in ``metadata``."""
+    meta = {"bounds": bounds, "choices": tuple(choices) if choices else None, "schedule": schedule}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+UNIT_OPEN_LO = Bounds(0.0, 1.0, lo_open=True)
+UNIT = Bounds(0.0, 1.0)
+NON_NEGATIVE = Bounds(0.0)
+POSITIVE = Bounds(0.0, lo_open=True)
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # becomes a folder name in the store
+CODECS = ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "mpeg4")
+
+# ---------------------------------------------------------------------------------------------
+# The schema
+
+
+@dataclass
+class MotionSpec:
+    zoom: str = rule(schedule=True, bounds=POSITIVE)
+    angle: str = rule(schedule=True)
+    translation_x: str = rule(schedule=True)
+    translation_y: str = rule(schedule=True)
+    interpolation: str = rule(choices=("bilinear", "bicubic"))
+    padding: str = rule(choices=("reflection", "border", "zeros"))
+
+
+@dataclass
+class ModelSpec:
+    name: str = rule()
+    source: str = rule()  # "tiny", a Hugging Face repo id, or a local folder in diffusers layout
+    transformer: Optional[str] = rule(None)  # a single .safetensors transformer file; the rest from source
+    max_text_length: int = rule(512, bounds=Bounds(1, 512))
+    shift_timesteps: Optional[bool] = rule(None)  # None: as the model's scheduler config says
+
+
+@dataclass
+class RenderSettings:
+    """The keys a clip may override; the job-level values are every clip's defaults."""
+
+    seed: int = rule(bounds=Bounds(0, 2**32 - 1))
+    steps: int = rule(bounds=Bounds(1, 1000))
+    guidance: float = rule(bounds=NON_NEGATIVE)
+    strength: str = rule(schedule=True, bounds=UNIT_OPEN_LO)
+    noise_scale: str = rule(schedule=True, bounds=NON_NEGATIVE)
+    noise_mode: str = rule(choices=("fixed", "incremental", "subseed", "slerp"))
+    noise_delta: float = rule(bounds=UNIT)
+    subseed: int = rule(bounds=Bounds(0, 2**32 - 1))
+    subseed_strength: str = rule(schedule=True, bounds=UNIT)
+    color_coherence: str = rule(choices=("none", "match_first", "match_frame"))
+    motion: MotionSpec = rule(factory=MotionSpec)
+
+
+@dataclass
+class ClipSpec(RenderSettings):
+    name: str = rule()
+    num_frames: int = rule(bounds=Bounds(1, 1_000_000))
+    prompts: dict[int, str] = rule()
+    init_image: Optional[str] = rule(None)  # path or fsspec URI
+    segment_length: int = rule(0, bounds=Bounds(0))  # 0: one chain; N: a keyframe anchor every N frames
+
+
+@dataclass
+class PostSpec:
+    interpolation: int = rule(choices=(1, 2, 4, 8))
+    loop: bool = rule()
+
+
+@dataclass
+class OutputSpec:
+    uri: str = rule()
+    codec: str = rule(choices=CODECS)
+    crf: int = rule(bounds=Bounds(0, 51))
+    keep_frames: bool = rule()
+
+
+@dataclass
+class ClusterSpec:
+    address: Optional[str] = rule(None)
+    num_workers: Optional[int] = rule(None, bounds=Bounds(1, 4096))
+    chains_per_worker: int = rule(bounds=Bounds(1, 64))
+    checkpoint_every: int = rule(bounds=Bounds(1))
+    compile: bool = rule()
+
+
+@dataclass
+class JobSpec(RenderSettings):
+    name: str = rule()
+    model: ModelSpec = rule(factory=ModelSpec)
+    width: int = rule(bounds=Bounds(16, 8192))
+    height: int = rule(bounds=Bounds(16, 8192))
+    fps: float = rule(bounds=Bounds(0.0, 240.0, lo_open=True))
+    clips: list[ClipSpec] = rule()
+    post: PostSpec = rule(factory=PostSpec)
+    output: OutputSpec = rule(factory=OutputSpec)
+    cluster: ClusterSpec = rule(factory=ClusterSpec)
+
+    @property
+    def total_frames(self) -> int:
+        return sum(clip.num_frames for clip in self.clips)
+
+
+RENDER_KEYS = tuple(f.name for f in dataclasses.fields(RenderSettings))
+CLIP_ONLY_KEYS = tuple(f.name for f in dataclasses.fields(ClipSpec) if f.name not in RENDER_KEYS)
+JOB_ONLY_KEYS = tuple(f.name for f in dataclasses.fields(JobSpec) if f.name not in RENDER_KEYS)
+SHORTHAND_KEYS = ("prompts", "num_frames", "init_image", "segment_length")  # one clip, at top level
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; ``errors`` holds one line per problem, each naming its field."""
+
+    def __init__(self, errors: Sequence[str], source: str = ""):
+        self.errors = list(dict.fromkeys(errors))  # same problem seen from two clips: say it once
+        self.source = source
+        super().__init__("\n".join(self.errors))
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and merging
+
+
+def conf_dir() -> Path:
+    """``$DEFORUM_RAY_CONF``, else ``conf/`` beside the package source, else ``./conf``."""
+    env = os.environ.get("DEFORUM_RAY_CONF")
+    candidates = [Path(env)] if env else []
+    candidates += [Path(__file__).resolve().parent.parent / "conf", Path.cwd() / "conf"]
+    for candidate in candidates:
+        if (candidate / "defaults.yaml").is_file():
+            return candidate
+    raise SpecError([f"conf: no defaults.yaml in {', '.join(str(c) for c in candidates)} (set DEFORUM_RAY_CONF)"])
+
+
+def model_presets(conf: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in ((conf or conf_dir()) / "model").glob("*.yaml"))
+
+
+def _load_yaml(path: Path, label: str) -> dict[str, Any]:
+    """A YAML mapping from a file; syntax errors name the file, line and column."""
+    try:
+        # OmegaConf's own YAML loader (it refuses duplicate keys), but on the raw text so that a
+        # file holding a bare string is reported, not turned into {string: None}.
+        raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_yaml_loader())
+    except FileNotFoundError:
+        raise SpecError([f"{label}: no such file"], str(path)) from None
+    except IsADirectoryError:
+        raise SpecError([f"{label}: is a folder, not a YAML file"], str(path)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{label}:{mark.line + 1}:{mark.column + 1}" if mark else label
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError([f"{where}: YAML syntax error: {problem}"], str(path)) from None
+    except (OSError, UnicodeDecodeError, OmegaConfBaseException) as exc:
+        raise SpecError([f"{label}: cannot read: {_one_line(exc)}"], str(path)) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SpecError([f"{label}: a job spec is a YAML mapping of keys, not {_kind(raw)}"], str(path))
+    try:
+        cfg = OmegaConf.create(raw)
+    except OmegaConfBaseException as exc:
+        raise SpecError([f"{label}: {_one_line(exc)}"], str(path)) from None
+    return _container(cfg, label, resolve=False)  # ${...} resolves after the whole merge
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses duplicate keys (a silently dropped setting is a wrong render)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, f"found duplicate key {key}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_loader() -> type:
+    """OmegaConf's loader (YAML 1.2 floats like 1e-3, duplicate keys refused), wherever it lives."""
+    for module in ("omegaconf._yaml", "omegaconf._utils"):
+        try:
+            return __import__(module, fromlist=["get_yaml_loader"]).get_yaml_loader()
+        except (ImportError, AttributeError):
+            continue
+    return _StrictLoader
+
+
+def _container(cfg: Any, label: str, resolve: bool = True) -> Any:
+    try:
+        return OmegaConf.to_container(cfg, resolve=resolve)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", "") or label
+        raise SpecError([f"{key}: {_one_line(exc)}"]) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def parse_overrides(overrides: Iterable[str]) -> list[tuple[str, Any]]:
+    """``key=value`` pairs; values are YAML (``seed=7`` is an int, ``motion.zoom="0:(1.0)"`` a string)."""
+    pairs = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SpecError([f"override '{item}': expected key=value, e.g. seed=7 or clips.0.num_frames=48"])
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as exc:
+            raise SpecError([f"{key}: override value {text!r} is not valid YAML: {_one_line(exc)}"]) from None
+        pairs.append((key, value))
+    return pairs
+
+
+def _resolve_model(selection: Any, conf: Path, errors: list[str]) -> tuple[dict, dict | None]:
+    """(job-level keys the preset sets, the model mapping) for ``model:`` as a name or a mapping.
+
+    The mapping is None when the selection itself is wrong (already reported)."""
+    presets = model_presets(conf)
+    if isinstance(selection, str) or selection is None:
+        name, extra = selection, {}
+    elif isinstance(selection, Mapping):
+        extra = dict(selection)
+        name = extra.pop("preset", None)
+        if name is None:  # a custom model: its own mapping over the schema's defaults
+            extra.setdefault("name", Path(str(extra.get("source") or "custom")).name or "custom")
+            return {}, extra
+    else:
+        errors.append(f"model: expected a preset name ({', '.join(presets)}) or a mapping, got {_kind(selection)}")
+        return {}, None
+    if name not in presets:
+        key = "model.preset" if extra else "model"
+        errors.append(f"{key}: unknown model preset {name!r}{_suggest(str(name), presets)} (known: {', '.join(presets)})")
+        return {}, None
+    settings = _load_yaml(conf / "model" / f"{name}.yaml", f"conf/model/{name}.yaml")
+    mapping = dict(settings.pop("model", None) or {})
+    mapping.update(extra)
+    return settings, mapping
+
+
+def _merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    return _container(OmegaConf.merge(*(OmegaConf.create(dict(layer)) for layer in layers)), "spec", resolve=False)
+
+
+def load_job(
+    source: str | os.PathLike | Mapping[str, Any],
+    overrides: Iterable[str] = (),
+    *,
+    conf: Path | None = None,
+    check_paths: bool = True,
+) -> JobSpec:
+    """Merge defaults, model preset, the job (a YAML path or a mapping) and overrides; validate.
+
+    Raises :class:`SpecError` with every problem found. ``check_paths=False`` skips the checks
+    that look at the file system (init images, output URI), e.g. on a machine that only plans.
+    """
+    conf = conf or conf_dir()
+    label = str(source) if not isinstance(source, Mapping) else "<job>"
+    job = dict(source) if isinstance(source, Mapping) else _load_yaml(Path(source), label)
+    pairs = parse_overrides(overrides)
+    errors: list[str] = []
+
+    defaults = _load_yaml(conf / "defaults.yaml", "conf/defaults.yaml")
+    model_override = [value for key, value in pairs if key == "model"]
+    selection = model_override[-1] if model_override else job.get("model", defaults.get("model"))
+    preset_settings, model_mapping = _resolve_model(selection, conf, errors)
+
+    strip = lambda layer: {k: v for k, v in layer.items() if k != "model"}  # noqa: E731
+    merged = _merge(strip(defaults), strip(preset_settings), strip(job))
+    if model_mapping is not None:
+        merged["model"] = model_mapping
+    cfg = OmegaConf.create(merged)
+    shorthand = "clips" not in merged and any(k in merged for k in SHORTHAND_KEYS)
+    for key, value in pairs:
+        if shorthand:  # a one-clip job has no clips list: clips.0.x means its top-level x
+            key = re.sub(r"^clips(\.0|\[0\])\.", "", key)
+        if key == "model" or (model_mapping is None and key.startswith("model.")):
+            continue
+        try:
+            OmegaConf.update(cfg, key, value, merge=True)
+        except (OmegaConfBaseException, ValueError, KeyError, IndexError, TypeError) as exc:
+            errors.append(f"{key}: cannot apply override: {_one_line(exc)}")
+    tree = _container(cfg, label)
+
+    spec = _validate(tree, errors, check_paths=check_paths, model_known=model_mapping is not None)
+    if errors or spec is None:
+        raise SpecError(errors, label)
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {value}"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _suggest(key: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _check_value(value: Any, tp: Any, meta: Mapping[str, Any], path: str, errors: list[str]) -> Any:
+    """Type check one value against its annotation; returns the cleaned value or None."""
+    if get_origin(tp) is Union:
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _check_value(value, inner[0], meta, path, errors)
+    if value is None or value == MISSING:
+        errors.append(f"{path}: missing value")
+        return None
+    if dataclasses.is_dataclass(tp):
+        return _check_mapping(value, tp, path, errors)
+    if get_origin(tp) is list:
+        if not isinstance(value, list):
+            errors.append(f"{path}: expected a list, got {_kind(value)}")
+            return None
+        (item_tp,) = get_args(tp)
+        return [_check_value(v, item_tp, {}, _join(path, i), errors) for i, v in enumerate(value)]
+    if get_origin(tp) is dict:
+        return _check_prompts(value, path, errors)
+    if meta.get("schedule"):
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            errors.append(f"{path}: expected a number or a schedule string like \"0:(1.0), 60:(1.1)\", got {_kind(value)}")
+            return None
+        return value if isinstance(value, str) else repr(float(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            errors.append(f"{path}: expected true or false, got {_kind(value)}")
+            return None
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+            errors.append(f"{path}: expected a whole number, got {_kind(value)}")
+            return None
+        value = int(value)
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            errors.append(f"{path}: expected a number, got {_kind(value)}")
+            return None
+        value = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            errors.append(f"{path}: expected a string, got {_kind(value)}")
+            return None
+        if not value.strip():
+            errors.append(f"{path}: must not be empty")
+            return None
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        listed = ", ".join(str(c) for c in choices)
+        hint = _suggest(str(value), [str(c) for c in choices])
+        errors.append(f"{path}: {value!r} is not one of {listed}{hint}")
+        return None
+    bounds: Bounds | None = meta.get("bounds")
+    if bounds is not None and value not in bounds:
+        errors.append(f"{path}: must be {bounds}, got {value}")
+        return None
+    return value
+
+
+def _check_mapping(value: Any, cls: type, path: str, errors: list[str], skip: Sequence[str] = ()) -> Any:
+    if not isinstance(value, Mapping):
+        errors.append(f"{path or 'spec'}: expected a mapping, got {_kind(value)}")
+        return None
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in value:
+        if key not in fields and key not in skip:
+            errors.append(f"{_join(path, str(key))}: unknown key{_suggest(str(key), fields)}")
+    out = {}
+    for name, f in fields.items():
+        if name in skip:
+            continue
+        if name not in value:
+            if f.default is MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+                errors.append(f"{_join(path, name)}: missing value")
+            continue
+        out[name] = _check_value(value[name], hints[name], f.metadata, _join(path, name), errors)
+    return out
+
+
+def _check_prompts(value: Any, path: str, errors: list[str]) -> dict[int, str] | None:
+    if not isinstance(value, Mapping) or not value:
+        errors.append(f"{path}: expected a mapping of frame: prompt, e.g. {{0: \"a lighthouse at dusk\"}}, got {_kind(value)}")
+        return None
+    prompts: dict[int, str] = {}
+    for key, text in value.items():
+        where = f"{path}.{key}"
+        frame = key if isinstance(key, int) and not isinstance(key, bool) else None
+        if isinstance(key, str) and key.strip().isdigit():
+            frame = int(key)
+        if frame is None or frame < 0:
+            errors.append(f"{where}: prompt keys are frame numbers >= 0, got {_kind(key)}")
+            continue
+        if not isinstance(text, str) or not text.strip():
+            errors.append(f"{where}: expected a non-empty prompt string, got {_kind(text)}")
+            continue
+        if frame in prompts:
+            errors.append(f"{where}: frame {frame} has two prompts")
+            continue
+        prompts[frame] = text
+    return dict(sorted(prompts.items()))
+
+
+def _clip_trees(tree: dict[str, Any], errors: list[str]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(path, raw clip mapping, clip with job-level render settings merged under it) per clip."""
+    shorthand = {k: tree.pop(k) for k in SHORTHAND_KEYS if k in tree}
+    clips = tree.pop("clips", None)
+    if shorthand:
+        if clips:
+            errors.append(f"{next(iter(shorthand))}: give either clips or top-level prompts + num_frames, not both")
+            return []
+        clips = [{"name": tree.get("name"), **shorthand}]
+    if clips is None or clips == []:
+        errors.append("clips: no clips; give clips: [...] or prompts + num_frames for one clip")
+        return []
+    if not isinstance(clips, list):
+        errors.append(f"clips: expected a list of clips, got {_kind(clips)}")
+        return []
+    render_defaults = {k: tree[k] for k in RENDER_KEYS if k in tree}
+    out = []
+    for i, clip in enumerate(clips):
+        path = "" if shorthand else f"clips[{i}]"
+        if not isinstance(clip, Mapping):
+            errors.append(f"clips[{i}]: expected a mapping with name, num_frames and prompts, got {_kind(clip)}")
+            continue
+        for key in clip:
+            if key in JOB_ONLY_KEYS and key != "name":
+                errors.append(f"{_join(path, key)}: is set for the whole job only (one video, one model, one size)")
+        raw = {k: v for k, v in clip.items() if k not in JOB_ONLY_KEYS or k == "name"}
+        merged = {**render_defaults, **raw}
+        if isinstance(raw.get("motion"), Mapping) and isinstance(render_defaults.get("motion"), Mapping):
+            merged["motion"] = {**render_defaults["motion"], **raw["motion"]}  # per-key, not wholesale
+        out.append((path, raw, merged))
+    return out
+
+
+def _validate(tree: dict[str, Any], errors: list[str], *, check_paths: bool, model_known: bool = True) -> JobSpec | None:
+    clip_trees = _clip_trees(tree, errors)
+    job = _check_mapping(tree, JobSpec, "", errors, skip=("clips",) if model_known else ("clips", "model"))
+    clips = []
+    for path, raw, merged in clip_trees:
+        before = len(errors)
+        clip = _check_mapping(merged, ClipSpec, path, errors)
+        # Errors in inherited keys were reported against the job-level key already.
+        errors[before:] = [_attribute(e, path, raw) for e in errors[before:]]
+        clips.append((path, raw, clip))
+    if job is None:
+        return None
+
+    _check_names(job, clips, errors)
+    for path, raw, clip in clips:
+        if clip is not None:
+            _check_clip(job, path, raw, clip, errors, check_paths=check_paths)
+    for key in ("width", "height"):
+        if isinstance(job.get(key), int) and job[key] % 16:
+            errors.append(f"{key}: must be a multiple of 16 (8x VAE, then 2x2 patches), got {job[key]}")
+    if check_paths:
+        _check_model_paths(job.get("model"), errors)
+        if job.get("output"):
+            _check_output_uri(job["output"].get("uri"), errors)
+    if errors:
+        return None
+
+    job["clips"] = [clip for _, _, clip in clips]
+    cfg = OmegaConf.merge(OmegaConf.structured(JobSpec), job)
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def _attribute(error: str, path: str, raw: Mapping[str, Any]) -> str:
+    """Name the job-level key when a clip only inherited the bad value."""
+    if not path or not error.startswith(path + "."):
+        return error
+    rest = error[len(path) + 1 :]
+    key = re.split(r"[.:\[]", rest, maxsplit=1)[0]
+    if key in RENDER_KEYS and key not in raw:
+        return rest
+    if key == "motion" and isinstance(raw.get("motion"), Mapping):
+        sub = re.split(r"[.:\[]", rest[len("motion.") :], maxsplit=1)[0]
+        if sub not in raw["motion"]:
+            return rest
+    return error
+
+
+def _check_names(job: dict[str, Any], clips: list[tuple[str, Any, Any]], errors: list[str]) -> None:
+    name = job.get("name")
+    if isinstance(name, str) and not NAME_PATTERN.match(name):
+        errors.append(f"name: {name!r} must be letters, digits, '.', '_' or '-' (it names the output folder)")
+    seen: dict[str, str] = {}
+    for path, _, clip in clips:
+        clip_name = (clip or {}).get("name")
+        if not isinstance(clip_name, str):
+            continue
+        where = _join(path, "name")
+        if not NAME_PATTERN.match(clip_name):
+            errors.append(f"{where}: {clip_name!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
+        elif clip_name in seen:
+            errors.append(f"{where}: clip name {clip_name!r} is already used by {seen[clip_name]}")
+        else:
+            seen[clip_name] = where
+
+
+def _schedule_path(path: str, raw: Mapping[str, Any], key: str) -> str:
+    """Where a schedule was written: on the clip, or inherited from the job level."""
+    parts = key.split(".")
+    node: Any = raw
+    for part in parts:
+        if not isinstance(node, Mapping) or part not in node:
+            return key
+        node = node[part]
+    return _join(path, key)
+
+
+def _check_clip(
+    job: dict[str, Any], path: str, raw: Mapping[str, Any], clip: dict[str, Any], errors: list[str], *, check_paths: bool
+) -> None:
+    num_frames = clip.get("num_frames")
+    seed = clip.get("seed") if isinstance(clip.get("seed"), int) else 0  # a bad seed is reported already
+    label = f"clip {clip.get('name')!r}"
+    if isinstance(clip.get("prompts"), dict) and isinstance(num_frames, int):
+        for frame in clip["prompts"]:
+            if frame >= num_frames:
+                where = f"{_join(path, 'prompts')}.{frame}"
+                errors.append(f"{where}: prompt key {frame} is past the clip's last frame {num_frames - 1}")
+    if not isinstance(num_frames, int):
+        return
+    schedules: list[tuple[str, str, Bounds | None]] = []
+    for f in dataclasses.fields(RenderSettings):
+        if f.metadata.get("schedule"):
+            schedules.append((f.name, clip.get(f.name), f.metadata.get("bounds")))
+    for f in dataclasses.fields(MotionSpec):
+        if f.metadata.get("schedule") and isinstance(clip.get("motion"), dict):
+            schedules.append((f"motion.{f.name}", clip["motion"].get(f.name), f.metadata.get("bounds")))
+    values: dict[str, np.ndarray] = {}
+    for key, text, bounds in schedules:
+        if not isinstance(text, str):
+            continue
+        where = _schedule_path(path, raw, key)
+        try:
+            keys = parse_keyframes(text)
+            values[key] = arr = evaluate_keyframes(keys, num_frames, seed, text)
+        except ScheduleError as exc:
+            errors.append(f"{where}: {exc}")
+            continue
+        if bounds is not None:
+            bad = [i for i, v in enumerate(arr) if v not in bounds]
+            if bad:
+                errors.append(f"{where}: must be {bounds}, but is {arr[bad[0]]:g} at frame {bad[0]} of {label}")
+    steps = clip.get("steps")
+    if "strength" in values and isinstance(steps, int):
+        _check_strength_runs_a_step(values["strength"], steps, clip.get("init_image") is not None,
+                                    _schedule_path(path, raw, "strength"), label, errors)
+    if check_paths and clip.get("init_image"):
+        _check_init_image(clip["init_image"], _join(path, "init_image"), errors)
+
+
+def _check_strength_runs_a_step(strength: np.ndarray, steps: int, has_init: bool, where: str, label: str,
+                                errors: list[str]) -> None:
+    """A frame whose strength rounds to zero steps would only be warped, never denoised."""
+    passes = steps - start_indices(strength, steps)
+    first = 0 if has_init else 1  # without an init image frame 0 runs every step from noise
+    zero = [i for i in range(first, len(passes)) if passes[i] < 1]
+    if zero:
+        frame = zero[0]
+        errors.append(
+            f"{where}: {strength[frame]:g} at frame {frame} of {label} runs 0 of {steps} steps; "
+            f"use a strength above {0.5 / steps:g} or more steps"
+        )
+
+
+def _check_init_image(uri: str, where: str, errors: list[str]) -> None:
+    import fsspec
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with fsspec.open(uri, "rb") as handle:
+            with Image.open(handle) as image:
+                image.verify()
+    except FileNotFoundError:
+        errors.append(f"{where}: no such file {uri!r}")
+    except (UnidentifiedImageError, SyntaxError) as exc:
+        errors.append(f"{where}: {uri!r} is not a readable image ({_one_line(exc)})")
+    except (IsADirectoryError, PermissionError) as exc:
+        errors.append(f"{where}: cannot read {uri!r}: {type(exc).__name__}")
+    except (OSError, ValueError, ImportError) as exc:
+        errors.append(f"{where}: cannot read {uri!r}: {_one_line(exc)}")
+
+
+def _local_path(uri: str) -> Path | None:
+    if uri.startswith("file://"):
+        return Path(uri[len("file://") :])
+    if "://" in uri:
+        return None
+    return Path(uri).expanduser()
+
+
+def _check_output_uri(uri: Any, errors: list[str]) -> None:
+    """Writable without writing anything: the nearest existing folder must accept new entries."""
+    if not isinstance(uri, str):
+        return
+    path = _local_path(uri)
+    if path is None:
+        import fsspec
+
+        protocol = uri.split("://", 1)[0]
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except ValueError:
+            errors.append(f"output.uri: unknown storage protocol {protocol!r} in {uri!r}")
+        except ImportError as exc:
+            errors.append(f"output.uri: {protocol}:// needs a package that is not installed ({_one_line(exc)})")
+        return
+    probe = path.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        errors.append(f"output.uri: {str(probe)!r} is a file, not a folder")
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        errors.append(f"output.uri: cannot write under {str(probe)!r} (permission denied)")
+
+
+def _check_model_paths(model: Any, errors: list[str]) -> None:
+    if not isinstance(model, dict):
+        return
+    source, transformer = model.get("source"), model.get("transformer")
+    if isinstance(source, str) and source != "tiny" and _looks_like_path(source):
+        if not Path(source).expanduser().is_dir():
+            errors.append(f"model.source: no model folder at {source!r}")
+    if isinstance(transformer, str):
+        if not transformer.endswith(".safetensors"):
+            errors.append(f"model.transformer: expected a .safetensors file, got {transformer!r}")
+        elif _local_path(transformer) is not None and not _local_path(transformer).is_file():  # type: ignore[union-attr]
+            errors.append(f"model.transformer: no such file {transformer!r}")
+
+
+def _looks_like_path(source: str) -> bool:
+    """A Hugging Face repo id is ``org/name``; anything else that names a place is a folder."""
+    return (
+        source.startswith(("/", "./", "../", "~", "file://"))
+        or Path(source).expanduser().exists()
+        or source.count("/") != 1
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def spec_to_yaml(spec: JobSpec) -> str:
+    """The resolved spec as YAML (what ``plan --show`` prints and the store keeps)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(spec))
+
+
+def spec_to_dict(spec: JobSpec) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(spec))  # type: ignore[return-value]

@@ -1,0 +1,85 @@
+"""RenderPlan: segments, transformer passes, job_id, and the plan a user reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from deforum_ray.plan import cut_segments, format_plan, frame_passes, job_id, plan
+from deforum_ray.schedule import start_indices
+from deforum_ray.spec import load_job
+
+DEMO = REPO / "jobs" / "demo.yaml"
+
+
+def demo(tmp_path, *overrides: str):
+    return load_job(DEMO, [f"output.uri={tmp_path}", *overrides])
+
+
+@pytest.mark.parametrize(
+    ("strength", "steps", "k"),
+    [(0.5, 4, 2), (1.0, 4, 0), (0.25, 4, 3), (0.3, 5, 4), (0.7, 5, 2), (0.125, 4, 4), (0.126, 4, 3), (0.9, 28, 3)],
+)
+def test_start_index_rounds_half_up(strength, steps, k):
+    # 5 * (1 - 0.3) = 3.5 exactly on paper (3.4999999999999996 in floats) rounds up to 4
+    assert int(start_indices(np.array([strength]), steps)[0]) == k
+
+
+def test_passes_per_frame(tmp_path):
+    clip = demo(tmp_path).clips[0]  # 24 frames, strength 0.5, 4 steps, no init image
+    passes = frame_passes(clip)
+    assert passes[0] == 4 and passes[1:] == [2] * 23
+    ramp = demo(tmp_path, "clips.0.strength=0:(1.0), 23:(0.5)").clips[0]
+    assert frame_passes(ramp)[-1] == 2 and frame_passes(ramp)[1] == 4
+
+
+def test_init_image_frame_runs_only_its_strength(tmp_path):
+    image = tmp_path / "init.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    clip = demo(tmp_path, f"clips.0.init_image={image}").clips[0]
+    assert frame_passes(clip) == [2] * 24
+
+
+def test_segments_cover_the_clip_without_gaps(tmp_path):
+    spec = demo(tmp_path, "clips.0.segment_length=10", "clips.1.num_frames=7")
+    lighthouse, harbour = (cut_segments(c) for c in spec.clips)
+    assert [(s.start, s.stop) for s in lighthouse] == [(0, 10), (10, 20), (20, 24)]
+    assert [s.index for s in lighthouse] == [0, 1, 2]
+    assert [(s.start, s.stop) for s in harbour] == [(0, 7)]  # segment_length 0: one chain
+    p = plan(spec)
+    assert p.clips[0].anchors == (0, 10, 20) and p.clips[1].anchors == ()
+    assert len(p.segments) == 4 and p.total_frames == 31
+
+
+def test_job_id_tracks_pixels_only(tmp_path):
+    base = job_id(demo(tmp_path))
+    assert base == job_id(demo(tmp_path)) and len(base) == 12
+    for same in ("name=other", "fps=24", "post.interpolation=2", "post.loop=true", "output.crf=30",
+                 f"output.uri={tmp_path}/elsewhere", "cluster.num_workers=4", "cluster.compile=true"):
+        assert job_id(demo(tmp_path, same)) == base, same
+    for changed in ("seed=1", "clips.1.seed=8", "strength=0.6", "motion.zoom=0:(1.01)", "width=144", "steps=5",
+                    "clips.0.prompts.12=a lighthouse in snow", "clips.0.segment_length=8", "model.max_text_length=16",
+                    "noise_mode=slerp", "color_coherence=match_frame", "clips.0.num_frames=25"):
+        assert job_id(demo(tmp_path, changed)) != base, changed
+
+
+def test_plan_output_dir_and_video(tmp_path):
+    p = plan(demo(tmp_path, "post.interpolation=2"))
+    assert p.output_dir == f"{tmp_path}/demo-{p.job_id}"
+    assert p.video_frames == 2 * (23 * 2 + 1)
+    assert p.total_passes == 2 * (4 + 23 * 2)
+
+
+def test_format_plan_is_readable(tmp_path):
+    spec = demo(tmp_path, "clips.0.segment_length=12")
+    text = format_plan(plan(spec), spec)
+    lines = text.splitlines()
+    assert lines[0].startswith("job demo  id ") and "model tiny" in lines[0] and "128x128" in lines[0]
+    row = next(line for line in lines if line.startswith("lighthouse "))
+    assert row.split()[:5] == ["lighthouse", "24", "2", "50", "42"]
+    total = next(line for line in lines if line.startswith("total"))
+    assert total.split() == ["total", "48", "3", "100"]
+    assert "  lighthouse/1  frames 12-23  (12)  from anchor 12" in lines
+    assert any(line.startswith("video 48 frames") for line in lines)
