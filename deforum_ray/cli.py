@@ -1,4 +1,8 @@
-"""Command line: ``deforum-ray <command>``. Bad input exits 2 with one line on stderr."""
+"""Command line: ``deforum-ray <command>``.
+
+Exit codes: 0 done; 2 bad spec or usage (one line per problem on stderr, no traceback, nothing
+under ``output.uri`` created or changed); 1 failure while rendering.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,79 @@ from typing import Sequence
 from . import __version__
 from .schedule import ScheduleError, parse_schedule
 
+EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input: print the lines, exit 2."""
+
+    def __init__(self, lines: Sequence[str]):
+        self.lines = list(lines)
+        super().__init__("\n".join(self.lines))
+
+
+def _load(args: argparse.Namespace):
+    from .spec import SpecError, load_job
+
+    try:
+        return load_job(args.spec, args.overrides)
+    except SpecError as exc:
+        count = len(exc.errors)
+        summary = f"deforum-ray: {args.spec}: {count} error{'s' if count != 1 else ''} in the spec; nothing was rendered"
+        raise UsageError([*exc.errors, summary]) from None
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
     """Print each frame's value so a schedule can be checked before any GPU time is spent."""
-    values = parse_schedule(args.text, args.frames, seed=args.seed)
+    try:
+        values = parse_schedule(args.text, args.frames, seed=args.seed)
+    except ScheduleError as exc:
+        raise UsageError([f"deforum-ray: error: {exc}"]) from None
     width = len(str(args.frames - 1))
-    out = sys.stdout
     for frame, value in enumerate(values):
-        out.write(f"{frame:>{width}}  {value:.6g}\n")
-    return 0
+        sys.stdout.write(f"{frame:>{width}}  {value:.6g}\n")
+    return EXIT_OK
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    spec = _load(args)
+    print(
+        f"ok: {args.spec}: {len(spec.clips)} clip{'s' if len(spec.clips) != 1 else ''}, "
+        f"{spec.total_frames} frames, model {spec.model.name}, {spec.width}x{spec.height}"
+    )
+    return EXIT_OK
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from .plan import format_plan, plan
+    from .spec import spec_to_yaml
+
+    spec = _load(args)
+    print(format_plan(plan(spec), spec))
+    if args.show:
+        print("\nresolved spec:\n")
+        print(spec_to_yaml(spec).rstrip())
+    return EXIT_OK
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    _load(args)
+    print(
+        f"deforum-ray: {args.spec} is valid, but the renderer is not built yet (it lands with the frame loop); "
+        "nothing was rendered",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
+
+
+def _add_spec_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="SPEC", help="job spec YAML, e.g. jobs/demo.yaml")
+    parser.add_argument(
+        "overrides", metavar="KEY=VALUE", nargs="*",
+        help="overrides merged last, e.g. seed=7 clips.0.num_frames=48 'motion.zoom=\"0:(1.0), 60:(1.1)\"'",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    validate = commands.add_parser("validate", help="check a job spec completely, touching nothing")
+    _add_spec_args(validate)
+    validate.set_defaults(run=_cmd_validate)
+
+    plan = commands.add_parser("plan", help="show what a job will render: clips, segments, passes")
+    _add_spec_args(plan)
+    plan.add_argument("--show", action="store_true", help="also print the resolved spec")
+    plan.set_defaults(run=_cmd_plan)
+
+    render = commands.add_parser("render", help="render a job")
+    _add_spec_args(render)
+    render.set_defaults(run=_cmd_render)
 
     schedule = commands.add_parser(
         "schedule",
@@ -54,17 +133,27 @@ def _positive_int(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may stand after options too (`plan x.yaml --show seed=3`): argparse leaves those over.
+    args, extra = parser.parse_known_args(argv)
+    stray = [word for word in extra if word.startswith("-") or "=" not in word or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
     try:
         return args.run(args)
-    except ScheduleError as exc:
-        print(f"deforum-ray: error: {exc}", file=sys.stderr)
+    except UsageError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # `deforum-ray schedule ... | head` is fine
-        return 0
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print("deforum-ray: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

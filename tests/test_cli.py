@@ -77,3 +77,40 @@ def test_python_dash_m_entry_point():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0", "3"]
+
+
+DEMO = Path(__file__).resolve().parent.parent / "jobs" / "demo.yaml"
+
+
+def test_validate_ok(tmp_path):
+    result = run_cli("validate", str(DEMO), f"output.uri={tmp_path}/out")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"ok: {DEMO}: 2 clips, 48 frames, model tiny, 128x128"
+    assert not (tmp_path / "out").exists()
+
+
+def test_plan_prints_clips_and_resolved_spec(tmp_path):
+    result = run_cli("plan", str(DEMO), "--show", f"output.uri={tmp_path}/out", "seed=3")
+    assert result.returncode == 0, result.stderr
+    assert "lighthouse" in result.stdout and "harbour" in result.stdout
+    resolved = result.stdout.split("resolved spec:", 1)[1]
+    assert "seed: 3" in resolved and "name: lighthouse" in resolved
+    assert not (tmp_path / "out").exists()
+
+
+def test_render_until_the_renderer_exists_exits_1_without_writing(tmp_path):
+    result = run_cli("render", str(DEMO), f"output.uri={tmp_path}/out")
+    assert result.returncode == 1
+    assert "renderer is not built yet" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_spec_through_the_console_script(tmp_path):
+    existing = tmp_path / "out" / "keep.txt"
+    existing.parent.mkdir()
+    existing.write_text("keep")
+    result = run_cli("render", str(DEMO), f"output.uri={tmp_path}/out", "clips.0.motion.zoom=0:(1.0), 60:(1.1")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0].startswith('clips[0].motion.zoom: cannot parse "0:(1.0), 60:(1.1" at position 16')
+    assert "Traceback" not in result.stderr
+    assert existing.read_text() == "keep" and sorted(p.name for p in existing.parent.iterdir()) == ["keep.txt"]
