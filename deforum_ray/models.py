@@ -1,0 +1,321 @@
+"""FLUX.1 models: presets, diffusers folders, single-file transformers, and ``tiny``.
+
+Every model is loaded through :func:`load_model`; ``tiny`` is only *built* differently (random
+weights from a seed, in seconds, on a CPU), and once saved with :meth:`FluxModel.save_pretrained`
+it loads back through exactly the path real weights take. Failures become one
+:class:`ModelError` line naming what was looked for and where.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["FluxModel", "ModelError", "build_tiny", "default_device", "load_model"]
+
+VAE_SCALE = 8  # pixels per latent cell; packing adds 2x2 on top
+CLIP_MAX_LENGTH = 77
+COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler")
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be loaded; the message is one line."""
+
+
+@dataclass
+class FluxModel:
+    """The parts of FLUX.1 the frame loop uses, on one device in one dtype."""
+
+    name: str
+    transformer: Any
+    vae: Any
+    text_encoder: Any | None
+    tokenizer: Any | None
+    text_encoder_2: Any | None
+    tokenizer_2: Any | None
+    device: torch.device
+    dtype: torch.dtype
+    shift_timesteps: bool
+    max_text_length: int
+
+    @property
+    def guidance_embeds(self) -> bool:
+        return bool(self.transformer.config.guidance_embeds)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    def release_text_encoders(self) -> None:
+        """Free the text encoders once every prompt of the job is embedded (T5-XXL is ~9 GB)."""
+        self.text_encoder = self.text_encoder_2 = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write a diffusers-layout folder that :func:`load_model` reads back."""
+        if self.text_encoder is None or self.text_encoder_2 is None:
+            raise ModelError("cannot save a model whose text encoders were released")
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        with quiet_libraries():
+            self.transformer.save_pretrained(folder / "transformer")
+            self.vae.save_pretrained(folder / "vae")
+            self.text_encoder.save_pretrained(folder / "text_encoder")
+            self.tokenizer.save_pretrained(folder / "tokenizer")
+            self.text_encoder_2.save_pretrained(folder / "text_encoder_2")
+            self.tokenizer_2.save_pretrained(folder / "tokenizer_2")
+            scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=self.shift_timesteps)
+            scheduler.save_pretrained(folder / "scheduler")
+        index = {
+            "_class_name": "FluxPipeline",
+            "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+            "text_encoder": ["transformers", type(self.text_encoder).__name__],
+            "text_encoder_2": ["transformers", type(self.text_encoder_2).__name__],
+            "tokenizer": ["transformers", type(self.tokenizer).__name__],
+            "tokenizer_2": ["transformers", type(self.tokenizer_2).__name__],
+            "transformer": ["diffusers", type(self.transformer).__name__],
+            "vae": ["diffusers", type(self.vae).__name__],
+        }
+        (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+
+
+@contextlib.contextmanager
+def quiet_libraries():
+    """Silence diffusers/transformers chatter (progress bars, hints) for one load or save."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    saved = (diffusers_logging.get_verbosity(), transformers_logging.get_verbosity())
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(saved[0])
+        transformers_logging.set_verbosity(saved[1])
+        diffusers_logging.enable_progress_bar()
+        transformers_logging.enable_progress_bar()
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on CUDA (FLUX's native precision), float32 on the CPU (bf16 matmuls are slow there)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+# ---------------------------------------------------------------------------------------------
+# tiny: FLUX architecture, random weights, built from a seed
+
+TINY_WORDS = """
+a an the of in on at to with and or by from over under into through near far above below
+light dark bright dim soft hard warm cold red orange yellow green blue purple pink white black
+grey gold silver brown cat dog fox bird fish horse owl whale dragon robot person woman man child
+tree forest flower garden field mountain hill valley river lake sea ocean wave beach island
+sky cloud sun moon star night day dusk dawn sunset sunrise storm rain snow fog wind fire smoke
+city street house tower castle bridge road window door lighthouse harbour harbor boat ship
+painting photo photograph oil watercolor sketch studio portrait landscape cinematic detailed
+quiet calm wild old new small big tiny giant ancient future space planet galaxy nebula eating
+sushi food coffee tea glass stone wood metal crystal water ice leaf leaves autumn spring summer
+winter morning evening glowing floating flying running sleeping dreaming
+""".split()
+
+
+def _tiny_tokenizer(max_length: int) -> Any:
+    """A WordPiece tokenizer over TINY_WORDS with single letters as fallback pieces, so any two
+    different prompts still get different token ids."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<unk>", "<|startoftext|>", "<|endoftext|>"]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
+    pieces = letters + [f"##{c}" for c in letters] + list(",.!?'-:;()")
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(specials + pieces + sorted(set(TINY_WORDS))))}
+    tok = Tokenizer(WordPiece(vocab, unk_token="<unk>", continuing_subword_prefix="##"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    bos, eos = vocab["<|startoftext|>"], vocab["<|endoftext|>"]
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", bos), ("<|endoftext|>", eos)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_max_length=max_length,
+    )
+
+
+def build_tiny(seed: int = 0, max_text_length: int = 32, device: torch.device | str | None = None,
+               dtype: torch.dtype | None = None) -> FluxModel:
+    """A FLUX-architecture model with random weights, identical for the same seed.
+
+    Built under a forked RNG so that building it never moves the caller's global RNG.
+    """
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or default_dtype(device)
+    tokenizer = _tiny_tokenizer(CLIP_MAX_LENGTH)
+    tokenizer_2 = _tiny_tokenizer(max_text_length)
+    vocab_size = len(tokenizer)
+    hidden = 32
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = FluxTransformer2DModel(
+            patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
+            num_attention_heads=2, joint_attention_dim=hidden, pooled_projection_dim=hidden,
+            guidance_embeds=False, axes_dims_rope=(4, 6, 6),
+        )
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=16, layers_per_block=1, norm_num_groups=8,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(8, 16, 32, 32), scaling_factor=0.3611, shift_factor=0.1159,
+            use_quant_conv=False, use_post_quant_conv=False,
+        )
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+            num_attention_heads=2, max_position_embeddings=CLIP_MAX_LENGTH, projection_dim=hidden,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ))
+        text_encoder_2 = T5EncoderModel(T5Config(
+            vocab_size=vocab_size, d_model=hidden, d_ff=2 * hidden, d_kv=8, num_layers=2, num_heads=4,
+            pad_token_id=tokenizer_2.pad_token_id, eos_token_id=tokenizer_2.eos_token_id,
+            decoder_start_token_id=tokenizer_2.pad_token_id,
+        ))
+    return _assemble("tiny", transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
+                     device, dtype, shift_timesteps=False, max_text_length=max_text_length)
+
+
+def _assemble(name: str, transformer: Any, vae: Any, text_encoder: Any, tokenizer: Any, text_encoder_2: Any,
+              tokenizer_2: Any, device: torch.device, dtype: torch.dtype, *, shift_timesteps: bool,
+              max_text_length: int) -> FluxModel:
+    with quiet_libraries():
+        for module in (transformer, vae, text_encoder, text_encoder_2):
+            module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return FluxModel(name, transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
+                     device, dtype, shift_timesteps, max_text_length)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading real weights (and saved tiny folders)
+
+
+def load_model(model_spec: Any, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+               *, local_files_only: bool | None = None) -> FluxModel:
+    """Load the model a spec's ``model`` mapping names (``source`` tiny / repo id / folder,
+    optional single-file ``transformer``). Raises :class:`ModelError` with one line."""
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or default_dtype(device)
+    source = str(model_spec.source)
+    if source == "tiny" and not model_spec.transformer:
+        return build_tiny(max_text_length=model_spec.max_text_length, device=device, dtype=dtype)
+    where = _describe_source(source)
+    if local_files_only is None:
+        local_files_only = Path(source).expanduser().is_dir() or os.environ.get("HF_HUB_OFFLINE") == "1"
+    common = {"local_files_only": local_files_only, "token": os.environ.get("HF_TOKEN")}
+    root = str(Path(source).expanduser()) if Path(source).expanduser().is_dir() else source
+
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
+
+    def part(component: str, loader: Any, **kwargs: Any) -> Any:
+        try:
+            with quiet_libraries():
+                return loader.from_pretrained(root, subfolder=component, **common, **kwargs)
+        except Exception as exc:  # diffusers/transformers/hub raise a dozen kinds; the user needs one line
+            raise ModelError(f"model: cannot load {component} from {where}: {_reason(exc)}") from exc
+
+    if model_spec.transformer:
+        transformer = _load_single_file_transformer(str(model_spec.transformer), root, where, dtype, common)
+    else:
+        transformer = part("transformer", FluxTransformer2DModel, torch_dtype=dtype)
+    vae = part("vae", AutoencoderKL, torch_dtype=dtype)
+    # FLUX.1's encoders: CLIP-L for the pooled vector, the T5 *encoder* for the token sequence.
+    text_encoder = part("text_encoder", CLIPTextModel, dtype=dtype)
+    text_encoder_2 = part("text_encoder_2", T5EncoderModel, dtype=dtype)
+    tokenizer = part("tokenizer", AutoTokenizer)
+    tokenizer_2 = part("tokenizer_2", AutoTokenizer)
+    shift = model_spec.shift_timesteps
+    if shift is None:
+        shift = bool(_scheduler_config(root, common).get("use_dynamic_shifting", False))
+    name = str(getattr(model_spec, "name", None) or Path(source).name)
+    return _assemble(name, transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, device, dtype,
+                     shift_timesteps=shift, max_text_length=int(model_spec.max_text_length))
+
+
+def _load_single_file_transformer(path: str, root: str, where: str, dtype: torch.dtype, common: dict) -> Any:
+    """A ``.safetensors`` transformer: diffusers-format keys load directly into the base's config;
+    original BFL-format checkpoints go through diffusers' converter (``from_single_file``)."""
+    from diffusers import FluxTransformer2DModel
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ModelError(f"model.transformer: no such file {path!r}")
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            keys = set(handle.keys())
+    except Exception as exc:
+        raise ModelError(f"model.transformer: {path!r} is not a readable .safetensors file: {_reason(exc)}") from exc
+    try:
+        config = FluxTransformer2DModel.load_config(root, subfolder="transformer", **common)
+    except Exception as exc:
+        raise ModelError(f"model: cannot load transformer config from {where}: {_reason(exc)}") from exc
+    with torch.device("meta"):
+        expected = set(FluxTransformer2DModel.from_config(config).state_dict())
+    if keys == expected:
+        model = FluxTransformer2DModel.from_config(config)
+        model.load_state_dict(load_file(str(file)), strict=True)
+        return model.to(dtype)
+    try:
+        with quiet_libraries():
+            return FluxTransformer2DModel.from_single_file(str(file), config=root, subfolder="transformer",
+                                                           torch_dtype=dtype, **common)
+    except Exception as exc:
+        missing = len(expected - keys)
+        raise ModelError(
+            f"model.transformer: {path!r} matches neither the diffusers layout ({missing} of {len(expected)} "
+            f"keys missing) nor an original FLUX checkpoint: {_reason(exc)}"
+        ) from exc
+
+
+def _scheduler_config(root: str, common: dict) -> dict:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    try:
+        return dict(FlowMatchEulerDiscreteScheduler.load_config(root, subfolder="scheduler", **common))
+    except Exception:  # no scheduler folder: assume an unshifted (schnell-style) schedule
+        return {}
+
+
+def _describe_source(source: str) -> str:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return f"folder {str(path)!r}"
+    return f"Hugging Face repo {source!r} (set HF_TOKEN for gated models)"
+
+
+def _reason(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 240 else text[:237] + "..."

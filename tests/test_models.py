@@ -1,0 +1,149 @@
+"""The tiny model, and loading weights through the same code real FLUX.1 weights take."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from deforum_ray.models import FluxModel, ModelError, build_tiny, load_model
+from deforum_ray.prompts import encode_prompts
+from deforum_ray.sampling import latent_image_ids, pack
+from deforum_ray.spec import ModelSpec
+
+
+def spec_for(source: str, transformer: str | None = None, shift: bool | None = None) -> ModelSpec:
+    return ModelSpec(name="test", source=source, transformer=transformer, max_text_length=32, shift_timesteps=shift)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> FluxModel:
+    return build_tiny(seed=0)
+
+
+@pytest.fixture(scope="module")
+def saved_tiny(tiny, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-flux")
+    tiny.save_pretrained(folder)
+    return folder
+
+
+def modules(model: FluxModel):
+    return {"transformer": model.transformer, "vae": model.vae,
+            "text_encoder": model.text_encoder, "text_encoder_2": model.text_encoder_2}
+
+
+def assert_same_weights(a: FluxModel, b: FluxModel) -> None:
+    for name, module in modules(a).items():
+        sa, sb = module.state_dict(), modules(b)[name].state_dict()
+        assert sa.keys() == sb.keys(), name
+        for key in sa:
+            assert torch.equal(sa[key], sb[key]), f"{name}.{key}"
+
+
+def transformer_output(model: FluxModel) -> torch.Tensor:
+    emb = encode_prompts(model, ["a red fox in the snow"])["a red fox in the snow"]
+    z = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        return model.transformer(
+            hidden_states=pack(z), encoder_hidden_states=emb.tokens[None], pooled_projections=emb.pooled[None],
+            timestep=torch.tensor([0.5]), img_ids=latent_image_ids(8, 8), txt_ids=torch.zeros(emb.tokens.shape[0], 3),
+            return_dict=False,
+        )[0]
+
+
+def test_tiny_is_flux_architecture(tiny):
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5EncoderModel
+
+    assert isinstance(tiny.transformer, FluxTransformer2DModel) and isinstance(tiny.vae, AutoencoderKL)
+    assert isinstance(tiny.text_encoder, CLIPTextModel) and isinstance(tiny.text_encoder_2, T5EncoderModel)
+    assert tiny.latent_channels == 16 and tiny.transformer.config.in_channels == 64
+    assert tiny.device.type == "cpu" and tiny.dtype == torch.float32
+    image = torch.zeros(1, 3, 64, 96)
+    with torch.no_grad():
+        latent = tiny.vae.encode(image).latent_dist.mode()
+    assert latent.shape == (1, 16, 8, 12)  # 8x downsampling
+
+
+def test_tiny_is_deterministic_and_leaves_global_rng_alone(tiny):
+    state = torch.get_rng_state()
+    again = build_tiny(seed=0)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert_same_weights(tiny, again)
+    other = build_tiny(seed=1)
+    assert not torch.equal(tiny.transformer.proj_out.weight, other.transformer.proj_out.weight)
+
+
+def test_tiny_tokenizer_tells_prompts_apart(tiny):
+    ids = tiny.tokenizer(["a lighthouse at dusk", "a lighthouse at dawn", "zyxw qvut"]).input_ids
+    assert len({tuple(i) for i in ids}) == 3
+    assert tiny.tokenizer.unk_token_id not in ids[2]  # unknown words fall back to letter pieces
+
+
+def test_save_and_load_round_trip_bit_identical(tiny, saved_tiny):
+    index = json.loads((saved_tiny / "model_index.json").read_text())
+    assert index["_class_name"] == "FluxPipeline" and index["text_encoder_2"][1] == "T5EncoderModel"
+    loaded = load_model(spec_for(str(saved_tiny)), device="cpu")
+    assert_same_weights(tiny, loaded)
+    assert torch.equal(transformer_output(tiny), transformer_output(loaded))
+    assert loaded.shift_timesteps is False  # read from the saved scheduler config
+    assert load_model(spec_for(str(saved_tiny), shift=True), device="cpu").shift_timesteps is True
+
+
+def test_single_file_transformer_over_a_base_folder(tiny, saved_tiny, tmp_path):
+    other = build_tiny(seed=5)
+    weights = tmp_path / "finetune.safetensors"
+    save_file(other.transformer.state_dict(), str(weights))
+    loaded = load_model(spec_for(str(saved_tiny), transformer=str(weights)), device="cpu")
+    for key, value in other.transformer.state_dict().items():
+        assert torch.equal(loaded.transformer.state_dict()[key], value), key
+    assert torch.equal(loaded.vae.decoder.conv_out.weight, tiny.vae.decoder.conv_out.weight)  # rest from base
+
+
+def test_missing_component_is_one_clear_line(saved_tiny, tmp_path):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "transformer").symlink_to(saved_tiny / "transformer")
+    with pytest.raises(ModelError) as info:
+        load_model(spec_for(str(partial)), device="cpu")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("model: cannot load vae from folder") and str(partial) in message
+
+
+def test_missing_folder_and_bad_single_file(saved_tiny, tmp_path):
+    with pytest.raises(ModelError, match="cannot load transformer from folder"):
+        load_model(spec_for(str(tmp_path)), device="cpu")
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not safetensors at all")
+    with pytest.raises(ModelError, match="is not a readable .safetensors file") as info:
+        load_model(spec_for(str(saved_tiny), transformer=str(bad)), device="cpu")
+    assert "\n" not in str(info.value)
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({"some.weight": torch.zeros(2)}, str(wrong))
+    with pytest.raises(ModelError, match="matches neither the diffusers layout"):
+        load_model(spec_for(str(saved_tiny), transformer=str(wrong)), device="cpu")
+    with pytest.raises(ModelError, match="no such file"):
+        load_model(spec_for(str(saved_tiny), transformer=str(tmp_path / "nope.safetensors")), device="cpu")
+
+
+def test_unreachable_repo_is_one_clear_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never touch the network in tests
+    with pytest.raises(ModelError) as info:
+        load_model(spec_for("black-forest-labs/FLUX.1-schnell"), device="cpu")
+    message = str(info.value)
+    assert "\n" not in message and "Hugging Face repo 'black-forest-labs/FLUX.1-schnell'" in message
+    assert "HF_TOKEN" in message
+
+
+def test_release_text_encoders_after_embedding(saved_tiny):
+    model = load_model(spec_for(str(saved_tiny)), device="cpu")
+    embeddings = encode_prompts(model, ["a cat"])
+    model.release_text_encoders()
+    assert model.text_encoder is None and model.text_encoder_2 is None
+    assert embeddings["a cat"].tokens.shape == (32, 32)
+    with pytest.raises(RuntimeError, match="released"):
+        encode_prompts(model, ["a dog"])
