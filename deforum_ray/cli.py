@@ -71,13 +71,24 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    _load(args)
-    print(
-        f"deforum-ray: {args.spec} is valid, but the renderer is not built yet (it lands with the frame loop); "
-        "nothing was rendered",
-        file=sys.stderr,
-    )
-    return EXIT_FAILED
+    spec = _load(args)  # every check happens before any model work or any write
+    from .driver import render
+
+    try:
+        result = render(spec, progress=not args.no_progress)
+    except Exception as exc:  # a failed render is one line (exit 1); --debug shows the traceback
+        if args.debug:
+            raise
+        print(f"deforum-ray: render failed: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"rendered {result.frames} frames in {result.seconds:.1f} s into {result.output_dir}", file=sys.stderr)
+    print(result.video)  # the last line of stdout: scripts read the video's path from it
+    return EXIT_OK
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _add_spec_args(parser: argparse.ArgumentParser) -> None:
@@ -105,8 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--show", action="store_true", help="also print the resolved spec")
     plan.set_defaults(run=_cmd_plan)
 
-    render = commands.add_parser("render", help="render a job")
+    render = commands.add_parser("render", help="render a job: frames, then the video; prints the video's path")
     _add_spec_args(render)
+    render.add_argument("--no-progress", action="store_true", help="no progress bar")
+    render.add_argument("--debug", action="store_true", help="show the full traceback when rendering fails")
     render.set_defaults(run=_cmd_render)
 
     schedule = commands.add_parser(

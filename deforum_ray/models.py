@@ -187,7 +187,7 @@ def build_tiny(seed: int = 0, max_text_length: int = 32, device: torch.device | 
         vae = AutoencoderKL(
             in_channels=3, out_channels=3, latent_channels=16, layers_per_block=1, norm_num_groups=8,
             down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(8, 16, 32, 32), scaling_factor=0.3611, shift_factor=0.1159,
+            block_out_channels=(8, 16, 32, 32),
             use_quant_conv=False, use_post_quant_conv=False,
         )
         text_encoder = CLIPTextModel(CLIPTextConfig(
@@ -201,16 +201,39 @@ def build_tiny(seed: int = 0, max_text_length: int = 32, device: torch.device | 
             pad_token_id=tokenizer_2.pad_token_id, eos_token_id=tokenizer_2.eos_token_id,
             decoder_start_token_id=tokenizer_2.pad_token_id,
         ))
+        _make_tiny_vae_faithful(vae)
     return _assemble("tiny", transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
                      device, dtype, shift_timesteps=False, max_text_length=max_text_length)
 
 
+def _make_tiny_vae_faithful(vae: Any) -> None:
+    """Make a random VAE useful for checking the pipeline by eye and by test.
+
+    Zeroing the last layer of every residual branch (resnet ``conv2``, attention ``to_out``) makes
+    each block start as the identity, so the decoder is a smooth, spatially faithful map: a latent
+    that moves gives a picture that moves. Then, as for real FLUX (whose 0.3611 is 1/std of its
+    latents), shift and scale are calibrated so encoded images have zero mean and unit variance
+    (rounded, so float noise cannot change them) and an init image is not drowned by the noise.
+    """
+    for name, module in vae.named_modules():
+        if name.endswith(("conv2", "to_out.0")):
+            torch.nn.init.zeros_(module.weight)
+            torch.nn.init.zeros_(module.bias)
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    calibration = torch.stack([(x * 4) % 256, (y * 4) % 256, ((x // 8 + y // 8) % 2) * 255]) / 127.5 - 1.0
+    with torch.no_grad():
+        raw = vae.encode(calibration[None]).latent_dist.mode()
+    vae.register_to_config(shift_factor=round(float(raw.mean()), 4), scaling_factor=round(1.0 / float(raw.std()), 4))
+
+
 def _assemble(name: str, transformer: Any, vae: Any, text_encoder: Any, tokenizer: Any, text_encoder_2: Any,
               tokenizer_2: Any, device: torch.device, dtype: torch.dtype, *, shift_timesteps: bool,
-              max_text_length: int) -> FluxModel:
+              max_text_length: int, text_device: torch.device | None = None) -> FluxModel:
     with quiet_libraries():
-        for module in (transformer, vae, text_encoder, text_encoder_2):
+        for module in (transformer, vae):
             module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        for module in (text_encoder, text_encoder_2):
+            module.to(device=text_device or device, dtype=dtype).eval().requires_grad_(False)
     return FluxModel(name, transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
                      device, dtype, shift_timesteps, max_text_length)
 
@@ -220,14 +243,21 @@ def _assemble(name: str, transformer: Any, vae: Any, text_encoder: Any, tokenize
 
 
 def load_model(model_spec: Any, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-               *, local_files_only: bool | None = None) -> FluxModel:
+               *, local_files_only: bool | None = None, offload: bool = False) -> FluxModel:
     """Load the model a spec's ``model`` mapping names (``source`` tiny / repo id / folder,
-    optional single-file ``transformer``). Raises :class:`ModelError` with one line."""
+    optional single-file ``transformer``). Raises :class:`ModelError` with one line.
+
+    ``offload`` keeps the text encoders in CPU memory (they run once per job) so that a small GPU
+    holds only the transformer and the VAE."""
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
+    text_device = torch.device("cpu") if offload else device
     source = str(model_spec.source)
     if source == "tiny" and not model_spec.transformer:
-        return build_tiny(max_text_length=model_spec.max_text_length, device=device, dtype=dtype)
+        model = build_tiny(max_text_length=model_spec.max_text_length, device=device, dtype=dtype)
+        model.text_encoder.to(text_device)
+        model.text_encoder_2.to(text_device)
+        return model
     where = _describe_source(source)
     if local_files_only is None:
         local_files_only = Path(source).expanduser().is_dir() or os.environ.get("HF_HUB_OFFLINE") == "1"
@@ -259,7 +289,7 @@ def load_model(model_spec: Any, device: torch.device | str | None = None, dtype:
         shift = bool(_scheduler_config(root, common).get("use_dynamic_shifting", False))
     name = str(getattr(model_spec, "name", None) or Path(source).name)
     return _assemble(name, transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, device, dtype,
-                     shift_timesteps=shift, max_text_length=int(model_spec.max_text_length))
+                     shift_timesteps=shift, max_text_length=int(model_spec.max_text_length), text_device=text_device)
 
 
 def _load_single_file_transformer(path: str, root: str, where: str, dtype: torch.dtype, common: dict) -> Any:

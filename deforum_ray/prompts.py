@@ -33,13 +33,15 @@ def encode_prompts(model: Any, texts: Sequence[str]) -> dict[str, TextEmbedding]
         return {}
     if model.text_encoder is None or model.text_encoder_2 is None:
         raise RuntimeError("the text encoders were released; embed every prompt before releasing them")
+    # The encoders may live on the CPU (offload) while the transformer is on the GPU.
     clip_ids = model.tokenizer(distinct, padding="max_length", max_length=CLIP_MAX_LENGTH, truncation=True,
-                               return_tensors="pt").input_ids.to(model.device)
+                               return_tensors="pt").input_ids.to(model.text_encoder.device)
     pooled = model.text_encoder(clip_ids, output_hidden_states=False).pooler_output
     t5_ids = model.tokenizer_2(distinct, padding="max_length", max_length=model.max_text_length, truncation=True,
-                               return_tensors="pt").input_ids.to(model.device)
+                               return_tensors="pt").input_ids.to(model.text_encoder_2.device)
     tokens = model.text_encoder_2(t5_ids, output_hidden_states=False)[0]
-    return {text: TextEmbedding(tokens[i].to(model.dtype), pooled[i].to(model.dtype)) for i, text in enumerate(distinct)}
+    return {text: TextEmbedding(tokens[i].to(model.device, model.dtype), pooled[i].to(model.device, model.dtype))
+            for i, text in enumerate(distinct)}
 
 
 def blend_weights(keys: Sequence[int], frame: int) -> tuple[int, int, float]:

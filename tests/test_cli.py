@@ -98,13 +98,6 @@ def test_plan_prints_clips_and_resolved_spec(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_render_until_the_renderer_exists_exits_1_without_writing(tmp_path):
-    result = run_cli("render", str(DEMO), f"output.uri={tmp_path}/out")
-    assert result.returncode == 1
-    assert "renderer is not built yet" in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "out").exists()
-
-
 def test_bad_spec_through_the_console_script(tmp_path):
     existing = tmp_path / "out" / "keep.txt"
     existing.parent.mkdir()

@@ -1,0 +1,236 @@
+"""The frame loop and real renders with the tiny model: determinism, locality, init images,
+the CLI and the seed-style Python API, checked on the decoded video."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load, save
+
+from conftest import REPO
+from deforum_ray import create_flux1_pipeline
+from deforum_ray.driver import render
+from deforum_ray.loop import Chain, LoopState, decode, encode
+from deforum_ray.models import build_tiny
+from deforum_ray.plan import frame_passes, plan
+from deforum_ray.prompts import encode_prompts
+from deforum_ray.spec import load_job
+from deforum_ray.store import RenderStore
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_tiny(seed=0)
+
+
+def job(tmp_path: Path, **top) -> dict:
+    spec = {
+        "name": "t", "model": "tiny", "width": 64, "height": 48, "seed": 3,
+        "motion": {"zoom": "0:(1.02)", "angle": "0:(1)", "translation_x": "0:(2)"},
+        "clips": [
+            {"name": "a", "num_frames": 8, "prompts": {0: "a red fox", 3: "a blue fox", 6: "a green hill"}},
+            {"name": "b", "num_frames": 5, "prompts": {0: "a quiet harbour at night"}},
+        ],
+        "output": {"uri": str(tmp_path)},
+    }
+    spec.update(top)
+    return spec
+
+
+def frames_of(result_dir: str, spec) -> dict[tuple[str, int], bytes]:
+    store = RenderStore(result_dir)
+    return {(c.name, n): store.read_bytes(store.frame_rel(c.name, 0, n)) for c in spec.clips for n in range(c.num_frames)}
+
+
+def decoded_frame_count(path: str) -> int:
+    reader = imageio_ffmpeg.read_frames(path)
+    meta = next(reader)
+    count = sum(1 for _ in reader)
+    assert meta["size"][0] > 0
+    return count
+
+
+def test_same_spec_twice_gives_byte_identical_frames(tmp_path, tiny):
+    spec = load_job(job(tmp_path / "one"))
+    first = render(spec, model=tiny, progress=False)
+    again = render(load_job(job(tmp_path / "two")), model=tiny, progress=False)
+    a, b = frames_of(first.output_dir, spec), frames_of(again.output_dir, spec)
+    assert len(a) == 13 and a == b
+    assert decoded_frame_count(first.video) == 13
+    assert Path(first.video).read_bytes() == Path(again.video).read_bytes()
+
+
+def test_changing_only_the_seed_changes_the_frames(tmp_path, tiny):
+    spec = load_job(job(tmp_path / "one"))
+    base = frames_of(render(spec, model=tiny, progress=False).output_dir, spec)
+    other = frames_of(render(load_job(job(tmp_path / "two", seed=4)), model=tiny, progress=False).output_dir, spec)
+    assert all(base[key] != other[key] for key in base)
+
+
+def test_changing_a_prompt_keyframe_changes_only_the_frames_it_influences(tmp_path, tiny):
+    spec = load_job(job(tmp_path / "one"))
+    base = frames_of(render(spec, model=tiny, progress=False).output_dir, spec)
+    changed_job = job(tmp_path / "two")
+    changed_job["clips"][0]["prompts"][6] = "a snowy mountain"
+    changed = frames_of(render(load_job(changed_job), model=tiny, progress=False).output_dir, spec)
+    # frames 0-3 of clip a never see the key at 6 (frame 3 is exactly "a blue fox"); 4+ blend toward it
+    # and every later frame follows from its predecessor; clip b is another chain.
+    assert [base[("a", n)] == changed[("a", n)] for n in range(8)] == [True] * 4 + [False] * 4
+    assert all(base[("b", n)] == changed[("b", n)] for n in range(5))
+
+
+def test_init_image_is_honoured(tmp_path, tiny):
+    y, x = np.mgrid[0:48, 0:64]
+    picture = np.stack([x * 4, y * 5, 255 - x * 4], axis=-1).clip(0, 255).astype(np.uint8)
+    init = tmp_path / "init.png"
+    Image.fromarray(picture).save(init)
+    with_init = job(tmp_path / "with", strength=0.5)
+    with_init["clips"][0]["init_image"] = str(init)
+    spec = load_job(with_init)
+    first_with = RenderStore(render(spec, model=tiny, progress=False).output_dir).read_frame("a", 0, 0)
+    first_without = RenderStore(render(load_job(job(tmp_path / "without")), model=tiny, progress=False).output_dir
+                                ).read_frame("a", 0, 0)
+    # tiny's VAE has random weights: the picture it can show is decode(encode(init)), which a trained
+    # VAE makes the init image itself. Resemblance is measured against that.
+    as_seen = decode(tiny, encode(tiny, picture)).astype(np.float64)
+    error = lambda frame: float(np.mean((frame.astype(np.float64) - as_seen) ** 2))  # noqa: E731
+    assert error(first_with) < 0.5 * error(first_without)
+
+
+def test_transformer_passes_per_frame_follow_the_plan(tmp_path, tiny):
+    spec = load_job(job(tmp_path, strength="0:(0.5), 3:(1.0), 5:(0.3)"))
+    clip = spec.clips[0]
+    calls: list[int] = []
+    hook = tiny.transformer.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        chain = Chain(tiny, clip, spec.width, spec.height, encode_prompts(tiny, list(clip.prompts.values())))
+        per_frame = []
+        state = LoopState()
+        for _ in range(clip.num_frames):
+            before = len(calls)
+            state, _ = chain.step(state)
+            per_frame.append(len(calls) - before)
+    finally:
+        hook.remove()
+    assert per_frame == frame_passes(clip)
+    assert per_frame[:4] == [4, 3, 3, 4]  # frame 0 from noise; then round(4 * (1 - s)) skipped
+
+
+def test_loop_state_checkpoint_resumes_bit_exactly(tmp_path, tiny):
+    spec = load_job(job(tmp_path, noise_mode="slerp", color_coherence="match_first"))
+    clip = spec.clips[0]
+    embeddings = encode_prompts(tiny, list(clip.prompts.values()))
+    straight: list[np.ndarray] = []
+    Chain(tiny, clip, spec.width, spec.height, embeddings).run(LoopState(), 8, lambda n, rgb, s: straight.append(rgb))
+    resumed: list[np.ndarray] = []
+    chain = Chain(tiny, clip, spec.width, spec.height, embeddings)
+    state = chain.run(LoopState(), 4, lambda n, rgb, s: resumed.append(rgb))
+    restored = LoopState.from_tensors(load(save(state.tensors())))  # through safetensors bytes
+    assert restored.frame == 4
+    Chain(tiny, clip, spec.width, spec.height, embeddings).run(restored, 8, lambda n, rgb, s: resumed.append(rgb))
+    assert all(np.array_equal(a, b) for a, b in zip(straight, resumed)) and len(resumed) == 8
+
+
+@pytest.mark.parametrize("mode", ["match_first", "match_frame"])
+def test_colour_coherence_applies_to_the_carried_latent(tmp_path, tiny, mode):
+    spec = load_job(job(tmp_path, color_coherence=mode, strength=0.75))
+    clip = spec.clips[0]
+    chain = Chain(tiny, clip, spec.width, spec.height, encode_prompts(tiny, list(clip.prompts.values())))
+    latents = []
+    state = LoopState()
+    for _ in range(4):
+        state, z = chain.step(state)
+        latents.append(z)
+        assert torch.equal(state.latent, z)  # the matched latent is what the next frame warps
+    reference = latents[0] if mode == "match_first" else latents[2]
+    mean = lambda z: z.mean(dim=(2, 3))  # noqa: E731
+    std = lambda z: z.std(dim=(2, 3), unbiased=False)  # noqa: E731
+    assert torch.allclose(mean(latents[3]), mean(reference), atol=1e-4)
+    assert torch.allclose(std(latents[3]), std(reference), atol=1e-4)
+
+
+def test_post_interpolation_and_loop_frame_counts(tmp_path, tiny):
+    spec = load_job(job(tmp_path, post={"interpolation": 2, "loop": True}))
+    result = render(spec, model=tiny, progress=False)
+    interpolated = (8 - 1) * 2 + 1 + (5 - 1) * 2 + 1
+    assert plan(spec).video_frames == interpolated
+    assert decoded_frame_count(result.video) == interpolated + interpolated - 2
+
+
+def test_cli_render_prints_the_video_path_last(tmp_path):
+    out = tmp_path / "renders"
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("deforum-ray")), "render", str(REPO / "jobs" / "demo.yaml"),
+         f"output.uri={out}", "clips.0.num_frames=13", "clips.1.num_frames=4", "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    video = result.stdout.strip().splitlines()[-1]
+    assert video.endswith("/demo.mp4") and Path(video).is_file() and str(out) in video
+    assert decoded_frame_count(video) == 17
+    folder = Path(video).parent
+    assert (folder / "spec.yaml").is_file() and (folder / "manifest.json").is_file()
+    assert len(list((folder / "segments" / "lighthouse" / "0" / "frames").glob("*.png"))) == 13
+
+
+def test_cli_render_failure_is_one_line_exit_1(tmp_path):
+    empty_model = tmp_path / "empty-model"
+    empty_model.mkdir()
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("deforum-ray")), "render", str(REPO / "jobs" / "demo.yaml"),
+         f"output.uri={tmp_path / 'renders'}", f"model.source={empty_model}", "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("deforum-ray: render failed: model: cannot load transformer from folder")
+    assert "Traceback" not in result.stderr
+
+
+def test_seed_quick_start_api_on_the_cpu(tmp_path):
+    pipe = create_flux1_pipeline(device="cpu", offload=False, schnell=True, model="tiny")
+    seen = []
+    path = pipe.generate_animation(
+        prompts={0: "cat eating sushi, anime style"},
+        motion_params={"zoom": "0:(1.0), 60:(1.1)"},
+        num_frames=6, width=64, height=64,
+        strength=0.5, noise_scale=1.0, num_inference_steps=4, guidance_scale=0.0,
+        seed=42, output_path=str(tmp_path / "animation.mp4"),
+        callback=lambda i, total, latent: seen.append((i, total, tuple(latent.shape))),
+    )
+    assert path == str(tmp_path / "animation.mp4") and Path(path).is_file()
+    assert decoded_frame_count(path) == 6
+    assert seen == [(i, 6, (1, 16, 8, 8)) for i in range(6)]
+    # the model stays resident: a second call reuses it
+    loaded = pipe._loaded
+    pipe.generate_animation(prompts="a lighthouse", motion_params={}, num_frames=3, width=64, height=64,
+                            num_inference_steps=4, seed=1, output_path=str(tmp_path / "second.mp4"))
+    assert pipe._loaded is loaded and decoded_frame_count(str(tmp_path / "second.mp4")) == 3
+
+
+def test_api_bad_argument_is_a_named_spec_error(tmp_path):
+    from deforum_ray.spec import SpecError
+
+    pipe = create_flux1_pipeline(device="cpu", model="tiny")
+    with pytest.raises(SpecError, match=r"motion\.translation_z: unknown key"):
+        pipe.generate_animation(prompts="x", motion_params={"translation_z": "0:(1)"}, num_frames=2, width=64,
+                                height=64, output_path=str(tmp_path / "x.mp4"))
+    with pytest.raises(SpecError, match="strength: must be"):
+        pipe.generate_animation(prompts="x", motion_params={}, strength=1.5, num_frames=2, width=64, height=64,
+                                output_path=str(tmp_path / "x.mp4"))
+    assert not list(tmp_path.iterdir())
+
+
+def test_api_cuda_without_a_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(RuntimeError, match="no CUDA GPU is visible; pass device='cpu'"):
+        create_flux1_pipeline(schnell=True)
