@@ -72,17 +72,39 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_render(args: argparse.Namespace) -> int:
     spec = _load(args)  # every check happens before any model work or any write
-    from .driver import render
+    from .driver import JobConflict, render
 
     try:
-        result = render(spec, progress=not args.no_progress)
+        result = render(spec, progress=not args.no_progress, fresh=args.fresh)
+    except JobConflict as exc:
+        raise UsageError([str(exc), f"deforum-ray: {args.spec}: nothing was rendered"]) from None
+    except KeyboardInterrupt:
+        print("deforum-ray: interrupted; the store is consistent: run the same command again to resume",
+              file=sys.stderr)
+        return 130
     except Exception as exc:  # a failed render is one line (exit 1); --debug shows the traceback
         if args.debug:
             raise
-        print(f"deforum-ray: render failed: {_one_line(exc)}", file=sys.stderr)
+        print(f"deforum-ray: render failed: {_one_line(exc)} (what finished is kept; the same command resumes)",
+              file=sys.stderr)
         return EXIT_FAILED
-    print(f"rendered {result.frames} frames in {result.seconds:.1f} s into {result.output_dir}", file=sys.stderr)
+    resumed = f" ({result.resumed} already done)" if result.resumed else ""
+    print(f"rendered {result.frames} frames{resumed} in {result.seconds:.1f} s into {result.output_dir}",
+          file=sys.stderr)
     print(result.video)  # the last line of stdout: scripts read the video's path from it
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .status import find_jobs, format_status, job_status
+
+    try:
+        stores = find_jobs(args.output)
+    except Exception as exc:
+        raise UsageError([f"deforum-ray: cannot read {args.output}: {_one_line(exc)}"]) from None
+    if not stores:
+        raise UsageError([f"deforum-ray: no deforum-ray job under {args.output}"])
+    print("\n\n".join(format_status(job_status(store)) for store in stores))
     return EXIT_OK
 
 
@@ -119,8 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     render = commands.add_parser("render", help="render a job: frames, then the video; prints the video's path")
     _add_spec_args(render)
     render.add_argument("--no-progress", action="store_true", help="no progress bar")
+    render.add_argument("--fresh", action="store_true",
+                        help="render from scratch, even over an earlier render of this job name")
     render.add_argument("--debug", action="store_true", help="show the full traceback when rendering fails")
     render.set_defaults(run=_cmd_render)
+
+    status = commands.add_parser("status", help="progress of a job folder (or of every job under an output URI)")
+    status.add_argument("output", metavar="OUTPUT", help="job folder or output.uri: a path, s3://bucket/prefix, ...")
+    status.set_defaults(run=_cmd_status)
 
     schedule = commands.add_parser(
         "schedule",

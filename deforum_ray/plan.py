@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from .schedule import parse_schedule, start_indices
 from .spec import RENDER_KEYS, ClipSpec, JobSpec, spec_to_dict
@@ -88,10 +89,9 @@ def cut_segments(clip: ClipSpec) -> tuple[Segment, ...]:
     )
 
 
-def job_id(spec: JobSpec) -> str:
-    """12 hex digits of a hash over everything that changes the rendered frames."""
-    tree = spec_to_dict(spec)
-    pixels = {
+def pixel_tree(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a resolved spec (as a plain tree) that changes rendered frames."""
+    return {
         "version": PLAN_VERSION,
         "model": tree["model"],
         "width": tree["width"],
@@ -101,8 +101,25 @@ def job_id(spec: JobSpec) -> str:
             for clip in tree["clips"]
         ],
     }
-    canonical = json.dumps(pixels, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def job_id(spec: JobSpec) -> str:
+    """12 hex digits of a hash over everything that changes the rendered frames."""
+    canonical = json.dumps(pixel_tree(spec_to_dict(spec)), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def tree_diff(a: Any, b: Any, path: str = "") -> list[str]:
+    """Paths where two plain trees differ, e.g. ``clips[0].prompts.12``."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            out += tree_diff(a.get(key), b.get(key), sub) if key in a and key in b else [sub]
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [p for i, (x, y) in enumerate(zip(a, b)) for p in tree_diff(x, y, f"{path}[{i}]")]
+    return [] if a == b else [path or "spec"]
 
 
 def plan(spec: JobSpec) -> RenderPlan:

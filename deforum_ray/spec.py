@@ -157,6 +157,8 @@ class OutputSpec:
     codec: str = rule(choices=CODECS)
     crf: int = rule(bounds=Bounds(0, 51))
     keep_frames: bool = rule()
+    # passed to fsspec, e.g. {endpoint_url: http://127.0.0.1:9000} for an S3-compatible store
+    storage_options: dict[str, Any] = rule(factory=dict)
 
 
 @dataclass
@@ -425,7 +427,12 @@ def _check_value(value: Any, tp: Any, meta: Mapping[str, Any], path: str, errors
         (item_tp,) = get_args(tp)
         return [_check_value(v, item_tp, {}, _join(path, i), errors) for i, v in enumerate(value)]
     if get_origin(tp) is dict:
-        return _check_prompts(value, path, errors)
+        if get_args(tp)[0] is int:
+            return _check_prompts(value, path, errors)
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            errors.append(f"{path}: expected a mapping of names to values, got {_kind(value)}")
+            return None
+        return dict(value)
     if meta.get("schedule"):
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             errors.append(f"{path}: expected a number or a schedule string like \"0:(1.0), 60:(1.1)\", got {_kind(value)}")

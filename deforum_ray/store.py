@@ -5,76 +5,245 @@ Layout (DESIGN.md section 4)::
     <output.uri>/<job_name>-<job_id>/
       spec.yaml  manifest.json
       segments/<clip>/<seg>/frames/<frame:06d>.png
+      segments/<clip>/<seg>/ckpt/<frame:06d>.safetensors   loop state before <frame>
+      segments/<clip>/<seg>/DONE.json
+      runlog/<worker>-<time>-<n>.parquet                   one row per rendered frame
+      events/<time>-<n>.json                               problems found (corrupt objects, failures)
       <job_name>.mp4
+
+Every object is written whole, then a marker ``<object>.ok`` naming its size and SHA-256 is
+written after it. A reader trusts only bytes a marker vouches for: an object whose write was cut
+short has no marker (or a mismatching one) and is treated as missing. No rename is needed, so
+object stores like S3 work the same as a local disk.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 import posixpath
-from typing import Any
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import fsspec
 import numpy as np
 
+MARKER = ".ok"
+RUNLOG_COLUMNS = ("clip", "segment", "frame", "worker", "seconds", "timestamp")
 
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
 class RenderStore:
-    """Reads and writes the objects of one job folder; every object is written whole."""
+    """Reads and writes the objects of one job folder."""
 
-    def __init__(self, uri: str, storage_options: dict[str, Any] | None = None):
-        self.uri = uri.rstrip("/")
-        self.fs, self.root = fsspec.core.url_to_fs(self.uri, **(storage_options or {}))
-        self.local = "file" in _protocols(self.fs)
+    uri: str
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.uri = self.uri.rstrip("/")
+        self.fs, self.root = fsspec.core.url_to_fs(self.uri, **dict(self.storage_options))
+        protocols = (self.fs.protocol,) if isinstance(self.fs.protocol, str) else tuple(self.fs.protocol)
+        self.local = "file" in protocols
 
     def path(self, rel: str) -> str:
-        return posixpath.join(self.root, rel)
+        return posixpath.join(self.root, rel) if rel else self.root
 
     def url(self, rel: str = "") -> str:
         """What to show a user: a plain path for local files, else the full URI."""
-        path = self.path(rel) if rel else self.root
-        return path if self.local else self.fs.unstrip_protocol(path)
+        if self.local:
+            return self.path(rel)
+        return f"{self.uri}/{rel}" if rel else self.uri  # as the user wrote it
 
-    # -- objects ------------------------------------------------------------------------------
-    def write_bytes(self, rel: str, data: bytes) -> None:
+    def child(self, name: str) -> "RenderStore":
+        return RenderStore(f"{self.uri}/{name}", self.storage_options)
+
+    # -- whole objects, vouched for by markers -------------------------------------------------
+    def put(self, rel: str, data: bytes) -> str:
+        """Write ``data`` whole, then its marker; returns its SHA-256."""
+        digest = hashlib.sha256(data).hexdigest()
+        self._write(rel, data)
+        self._write(rel + MARKER, json.dumps({"size": len(data), "sha256": digest}).encode())
+        return digest
+
+    def get(self, rel: str) -> bytes | None:
+        """The object's bytes if its marker vouches for them; None if missing, unfinished or corrupt
+        (a corrupt object is recorded as an event)."""
+        return self.get_many([rel])[rel]
+
+    def get_many(self, rels: Sequence[str]) -> dict[str, bytes | None]:
+        """Like :meth:`get` for many objects, fetched concurrently where the filesystem can."""
+        if not rels:
+            return {}
+        paths = [self.path(r) for r in rels] + [self.path(r + MARKER) for r in rels]
+        fetched = self.fs.cat(paths, on_error="return")
+        out: dict[str, bytes | None] = {}
+        for rel in rels:
+            data, marker = fetched.get(self.path(rel)), fetched.get(self.path(rel + MARKER))
+            out[rel] = self._vouched(rel, data, marker)
+        return out
+
+    def _vouched(self, rel: str, data: Any, marker: Any) -> bytes | None:
+        if not isinstance(marker, bytes):
+            return None  # never finished: not an error, just not there
+        try:
+            expected = json.loads(marker)
+        except ValueError:
+            self.event("corrupt", rel + MARKER, "marker is not JSON")
+            return None
+        if not isinstance(data, bytes):
+            self.event("missing", rel, "marker present but object missing")
+            return None
+        if len(data) != expected.get("size"):
+            self.event("corrupt", rel, f"size {len(data)} != {expected.get('size')} (truncated?)")
+            return None
+        if hashlib.sha256(data).hexdigest() != expected.get("sha256"):
+            self.event("corrupt", rel, "content hash mismatch")
+            return None
+        return data
+
+    def vouched_names(self, rel_dir: str) -> list[str]:
+        """Names of the objects in a folder that have a marker (a listing; contents not checked)."""
+        try:
+            # refresh: another process (a worker, an earlier run) may have written since we last looked
+            entries = self.fs.ls(self.path(rel_dir), detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        names = {posixpath.basename(e.rstrip("/")) for e in entries}
+        return sorted(n[: -len(MARKER)] for n in names if n.endswith(MARKER) and n[: -len(MARKER)] in names)
+
+    def _write(self, rel: str, data: bytes) -> None:
         path = self.path(rel)
         if self.local:
             self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
         with self.fs.open(path, "wb") as handle:
             handle.write(data)
 
-    def read_bytes(self, rel: str) -> bytes:
-        with self.fs.open(self.path(rel), "rb") as handle:
-            return handle.read()
-
-    def exists(self, rel: str) -> bool:
-        return self.fs.exists(self.path(rel))
-
-    def write_text(self, rel: str, text: str) -> None:
-        self.write_bytes(rel, text.encode("utf-8"))
-
+    # -- plain files (not vouched: the spec and manifest are rewritten by every run) ----------
     def write_json(self, rel: str, value: Any) -> None:
-        self.write_text(rel, json.dumps(value, indent=2, sort_keys=True) + "\n")
+        self.put(rel, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
 
     def read_json(self, rel: str) -> Any:
-        return json.loads(self.read_bytes(rel))
+        data = self.get(rel)
+        return None if data is None else json.loads(data)
+
+    def write_text(self, rel: str, text: str) -> None:
+        self.put(rel, text.encode("utf-8"))
 
     def put_file(self, local_path: str, rel: str) -> None:
+        """Upload a finished local file (the video), then its marker."""
+        with open(local_path, "rb") as handle:
+            digest = hashlib.sha256()
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
         path = self.path(rel)
         if self.local:
             self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
         self.fs.put_file(local_path, path)
+        marker = {"size": os.path.getsize(local_path), "sha256": digest.hexdigest()}
+        self._write(rel + MARKER, json.dumps(marker).encode())
 
-    # -- frames -------------------------------------------------------------------------------
+    def exists(self, rel: str) -> bool:
+        path = self.path(rel)
+        self.fs.invalidate_cache(posixpath.dirname(path))
+        return self.fs.exists(path)
+
+    # -- layout ---------------------------------------------------------------------------------
     @staticmethod
-    def frame_rel(clip: str, segment: int, frame: int) -> str:
-        return f"segments/{clip}/{segment}/frames/{frame:06d}.png"
+    def segment_rel(clip: str, segment: int) -> str:
+        return f"segments/{clip}/{segment}"
 
-    def write_frame(self, clip: str, segment: int, frame: int, rgb: np.ndarray) -> None:
-        self.write_bytes(self.frame_rel(clip, segment, frame), encode_png(rgb))
+    @classmethod
+    def frame_rel(cls, clip: str, segment: int, frame: int) -> str:
+        return f"{cls.segment_rel(clip, segment)}/frames/{frame:06d}.png"
+
+    @classmethod
+    def checkpoint_rel(cls, clip: str, segment: int, frame: int) -> str:
+        return f"{cls.segment_rel(clip, segment)}/ckpt/{frame:06d}.safetensors"
+
+    @classmethod
+    def done_rel(cls, clip: str, segment: int) -> str:
+        return f"{cls.segment_rel(clip, segment)}/DONE.json"
+
+    # -- frames -----------------------------------------------------------------------------
+    def write_frame(self, clip: str, segment: int, frame: int, rgb: np.ndarray) -> str:
+        return self.put(self.frame_rel(clip, segment, frame), encode_png(rgb))
 
     def read_frame(self, clip: str, segment: int, frame: int) -> np.ndarray:
-        return decode_png(self.read_bytes(self.frame_rel(clip, segment, frame)))
+        data = self.get(self.frame_rel(clip, segment, frame))
+        if data is None:
+            raise FileNotFoundError(f"{self.url(self.frame_rel(clip, segment, frame))}: missing or corrupt")
+        return decode_png(data)
+
+    def frames_done(self, clip: str, segment: int) -> list[int]:
+        """Frames with a marker (from a listing: cheap, contents not checked)."""
+        return [int(n[:-4]) for n in self.vouched_names(f"{self.segment_rel(clip, segment)}/frames") if n.endswith(".png")]
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def put_checkpoint(self, clip: str, segment: int, frame: int, tensors: Mapping[str, Any]) -> None:
+        from safetensors.torch import save
+
+        self.put(self.checkpoint_rel(clip, segment, frame), save(dict(tensors), metadata={"frame": str(frame)}))
+
+    def checkpoint_frames(self, clip: str, segment: int) -> list[int]:
+        names = self.vouched_names(f"{self.segment_rel(clip, segment)}/ckpt")
+        return [int(n.split(".")[0]) for n in names if n.endswith(".safetensors")]
+
+    def get_checkpoint(self, clip: str, segment: int, frame: int) -> dict[str, Any] | None:
+        from safetensors.torch import load
+
+        data = self.get(self.checkpoint_rel(clip, segment, frame))
+        if data is None:
+            return None
+        try:
+            return load(data)
+        except Exception as exc:  # vouched bytes that do not parse: written wrong, never use
+            self.event("corrupt", self.checkpoint_rel(clip, segment, frame), f"unreadable safetensors: {exc}")
+            return None
+
+    # -- run log and events -------------------------------------------------------------------
+    def put_runlog(self, rows: Sequence[Mapping[str, Any]], worker: str) -> None:
+        if not rows:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({column: [row[column] for row in rows] for column in RUNLOG_COLUMNS})
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        name = f"{_safe(worker)}-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+        self.put(f"runlog/{name}", buffer.getvalue())
+
+    def read_runlog(self) -> list[dict[str, Any]]:
+        import pyarrow.parquet as pq
+
+        rows: list[dict[str, Any]] = []
+        names = self.vouched_names("runlog")
+        for data in self.get_many([f"runlog/{n}" for n in names]).values():
+            if data is not None:
+                rows.extend(pq.read_table(io.BytesIO(data)).to_pylist())
+        return sorted(rows, key=lambda r: r["timestamp"])
+
+    def event(self, kind: str, rel: str, message: str) -> None:
+        """Record a problem so that ``status`` and the user can see it; never raises."""
+        record = {"kind": kind, "object": rel, "message": message, "timestamp": time.time(), "worker": worker_name()}
+        try:
+            self.put(f"events/{time.time_ns()}-{uuid.uuid4().hex[:8]}.json", json.dumps(record).encode())
+        except Exception:  # a store that cannot take an event cannot take frames either; that surfaces there
+            pass
+
+    def events(self) -> list[dict[str, Any]]:
+        names = self.vouched_names("events")
+        found = [json.loads(d) for d in self.get_many([f"events/{n}" for n in names]).values() if d is not None]
+        return sorted(found, key=lambda e: e["timestamp"])
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
@@ -92,6 +261,21 @@ def decode_png(data: bytes) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def _protocols(fs: Any) -> tuple[str, ...]:
-    protocol = fs.protocol
-    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def job_folders(output: RenderStore, name: str) -> list[str]:
+    """Folders ``<name>-<12 hex>`` under an output URI that hold a manifest (earlier runs of a job name)."""
+    try:
+        entries = output.fs.ls(output.root, detail=False, refresh=True)
+    except FileNotFoundError:
+        return []
+    found = []
+    for entry in entries:
+        base = posixpath.basename(entry.rstrip("/"))
+        prefix, _, ident = base.rpartition("-")
+        if prefix == name and len(ident) == 12 and all(c in "0123456789abcdef" for c in ident):
+            if output.child(base).exists("manifest.json" + MARKER):
+                found.append(base)
+    return sorted(found)

@@ -40,3 +40,34 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int, bytes]]:
             data = path.read_bytes() if path.is_file() else b""
             out[str(path.relative_to(folder))] = (stat.st_size, stat.st_mtime_ns, data)
     return out
+
+
+# --- running the real CLI as a user (or a killed render farm node) would ---------------------------
+
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+CLI = str(Path(sys.executable).with_name("deforum-ray"))
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def start_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def stop_when(process: subprocess.Popen, ready, sig: int = signal.SIGKILL, timeout: float = 120) -> None:
+    """Send ``sig`` as soon as ``ready()`` is true; fail if the process ended first."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, f"finished before it could be stopped: {process.stderr.read()}"
+        assert time.monotonic() < deadline, "never became ready"
+        time.sleep(0.005)
+    process.send_signal(sig)
+    process.wait(timeout=60)

@@ -47,7 +47,7 @@ def job(tmp_path: Path, **top) -> dict:
 
 def frames_of(result_dir: str, spec) -> dict[tuple[str, int], bytes]:
     store = RenderStore(result_dir)
-    return {(c.name, n): store.read_bytes(store.frame_rel(c.name, 0, n)) for c in spec.clips for n in range(c.num_frames)}
+    return {(c.name, n): store.get(store.frame_rel(c.name, 0, n)) for c in spec.clips for n in range(c.num_frames)}
 
 
 def decoded_frame_count(path: str) -> int:

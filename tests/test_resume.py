@@ -1,0 +1,152 @@
+"""Killed renders resume bit-exactly; corrupt objects are re-rendered; changed specs are refused."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import cli, snapshot, start_cli, stop_when
+from deforum_ray.store import RenderStore
+
+EVERY = 5
+
+
+def write_job(folder: Path, frames: int = 150, **top) -> Path:
+    job = {
+        "name": "resume", "model": "tiny", "width": 64, "height": 64, "seed": 11,
+        "noise_mode": "slerp", "color_coherence": "match_frame",
+        "motion": {"zoom": "0:(1.01)", "angle": "0:(0.5)"},
+        "clips": [{"name": "long", "num_frames": frames, "prompts": {0: "a red fox", min(40, frames - 1): "a snowy hill"}},
+                  {"name": "short", "num_frames": 12, "prompts": {0: "a quiet harbour"}}],
+        "cluster": {"checkpoint_every": EVERY},
+    }
+    job.update(top)
+    path = folder / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def frame_hashes(job_dir: Path) -> dict[str, str]:
+    return {str(p.relative_to(job_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(job_dir.glob("segments/*/*/frames/*.png"))}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, str]:
+    """The frames of an uninterrupted render."""
+    folder = tmp_path_factory.mktemp("reference")
+    result = cli("render", str(write_job(folder)), f"output.uri={folder / 'out'}", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    job_dir = Path(result.stdout.strip().splitlines()[-1]).parent
+    hashes = frame_hashes(job_dir)
+    assert len(hashes) == 162
+    return hashes
+
+
+def only_job_dir(out: Path) -> Path:
+    (job_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return job_dir
+
+
+def frames_written(out: Path) -> int:
+    return sum(1 for _ in out.glob("*/segments/long/0/frames/*.png.ok"))
+
+
+def test_sigkill_mid_clip_resumes_bit_identically(tmp_path, reference):
+    out = tmp_path / "out"
+    job = write_job(tmp_path)
+    process = start_cli("render", str(job), f"output.uri={out}", "--no-progress")
+    stop_when(process, lambda: frames_written(out) >= 37)  # past a few checkpoints, mid-clip
+    assert process.returncode == -signal.SIGKILL
+    killed_at = frames_written(out)
+    assert killed_at < 150
+
+    status = cli("status", str(out))
+    assert status.returncode == 0 and "incomplete" in status.stdout
+
+    again = cli("render", str(job), f"output.uri={out}", "--no-progress")
+    assert again.returncode == 0, again.stderr
+    assert "already done" in again.stderr
+    job_dir = only_job_dir(out)
+    assert frame_hashes(job_dir) == reference
+
+    rows = RenderStore(str(job_dir)).read_runlog()
+    first, second = sorted({r["worker"] for r in rows}, key=lambda w: min(r["timestamp"] for r in rows if r["worker"] == w))
+    resumed_from = min(r["frame"] for r in rows if r["worker"] == second and r["clip"] == "long")
+    assert resumed_from % EVERY == 0 and 0 < resumed_from <= killed_at
+    before = [r for r in rows if r["clip"] == "long" and r["frame"] < resumed_from]
+    assert sorted(r["frame"] for r in before) == list(range(resumed_from))  # each exactly once
+    assert all(r["worker"] == first for r in before)
+    assert killed_at - resumed_from < 2 * EVERY  # at most the frames since the last checkpoint are redone
+    assert "complete" in cli("status", str(out)).stdout
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(tmp_path, reference):
+    out = tmp_path / "out"
+    job = write_job(tmp_path)
+    process = start_cli("render", str(job), f"output.uri={out}", "--no-progress")
+    stop_when(process, lambda: frames_written(out) >= 23, sig=signal.SIGINT)
+    assert process.returncode == 130
+    assert "run the same command again to resume" in process.stderr.read()
+    again = cli("render", str(job), f"output.uri={out}", "--no-progress")
+    assert again.returncode == 0, again.stderr
+    assert frame_hashes(only_job_dir(out)) == reference
+
+
+def test_corrupt_checkpoint_and_truncated_frame_are_rerendered(tmp_path, reference):
+    out = tmp_path / "out"
+    job = write_job(tmp_path)
+    assert cli("render", str(job), f"output.uri={out}", "--no-progress").returncode == 0
+    job_dir = only_job_dir(out)
+    frame = job_dir / "segments/long/0/frames/000013.png"
+    frame.write_bytes(frame.read_bytes()[:100])  # truncated
+    checkpoint = job_dir / "segments/long/0/ckpt/000010.safetensors"
+    data = bytearray(checkpoint.read_bytes())
+    data[len(data) // 2] ^= 0x55  # corrupt, same size
+    checkpoint.write_bytes(bytes(data))
+    (job_dir / "resume.mp4").unlink()
+
+    again = cli("render", str(job), f"output.uri={out}", "--no-progress")
+    assert again.returncode == 0, again.stderr
+    assert frame_hashes(job_dir) == reference
+    store = RenderStore(str(job_dir))
+    problems = {e["object"] for e in store.events()}
+    assert {"segments/long/0/frames/000013.png", "segments/long/0/ckpt/000010.safetensors"} <= problems
+    rows = store.read_runlog()
+    latest_run = max(rows, key=lambda r: r["timestamp"])["worker"]
+    redone = sorted(r["frame"] for r in rows if r["worker"] == latest_run)
+    assert redone[0] == 5 and redone == list(range(5, 150))  # from checkpoint 5, the newest good one
+    assert (job_dir / "resume.mp4").is_file()
+    status = cli("status", str(job_dir)).stdout
+    assert "problem: corrupt segments/long/0" in status
+
+
+def test_changed_spec_into_the_same_folder_is_refused_then_fresh_renders(tmp_path):
+    out = tmp_path / "out"
+    job = write_job(tmp_path, frames=6)
+    assert cli("render", str(job), f"output.uri={out}", "--no-progress").returncode == 0
+    before = snapshot(out)
+    refused = cli("render", str(job), f"output.uri={out}", "clips.0.prompts.0=a blue fox", "--no-progress")
+    assert refused.returncode == 2
+    assert "output.uri: job 'resume' was already rendered here from a different spec" in refused.stderr
+    assert "clips[0].prompts.0" in refused.stderr and "--fresh" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert snapshot(out) == before  # nothing touched
+    fresh = cli("render", str(job), f"output.uri={out}", "clips.0.prompts.0=a blue fox", "--fresh", "--no-progress")
+    assert fresh.returncode == 0, fresh.stderr
+    folders = sorted(p.name for p in out.iterdir())
+    assert len(folders) == 2 and all(p.startswith("resume-") for p in folders)
+    assert all(snapshot(out)[k] == v for k, v in before.items())  # the earlier render is kept
+
+
+def test_non_pixel_changes_reuse_the_render(tmp_path):
+    out = tmp_path / "out"
+    job = write_job(tmp_path, frames=6)
+    assert cli("render", str(job), f"output.uri={out}", "--no-progress").returncode == 0
+    again = cli("render", str(job), f"output.uri={out}", "fps=24", "post.loop=true", "--no-progress")
+    assert again.returncode == 0, again.stderr
+    assert "rendered 0 frames (18 already done)" in again.stderr
