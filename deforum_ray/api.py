@@ -16,15 +16,15 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from .driver import render
-from .models import FluxModel, load_model
+from .driver import WorkerPool, connect, render
 from .spec import load_job
 
 log = logging.getLogger(__name__)
 
 
 class Flux1AnimationPipeline:
-    """Holds one resident model across ``generate_animation`` calls (loaded on first use)."""
+    """Keeps one Ray worker with a resident model across ``generate_animation`` calls (started on
+    first use, in an embedded local Ray unless ``RAY_ADDRESS`` names a cluster)."""
 
     def __init__(self, model: str | Mapping[str, Any], device: str = "cuda", offload: bool = False):
         if str(device).startswith("cuda") and not torch.cuda.is_available():
@@ -32,12 +32,20 @@ class Flux1AnimationPipeline:
         self.model = model
         self.device = torch.device(device)
         self.offload = offload  # text encoders stay in CPU memory; only transformer + VAE on the GPU
-        self._loaded: FluxModel | None = None
+        self._pool: WorkerPool | None = None
 
-    def _model_for(self, spec: Any) -> FluxModel:
-        if self._loaded is None:
-            self._loaded = load_model(spec.model, self.device, offload=self.offload)
-        return self._loaded
+    def _pool_for(self, spec: Any) -> WorkerPool:
+        if self._pool is None:
+            connect(spec.cluster.address)
+            device = None if self.device.type == "cuda" else str(self.device)
+            self._pool = WorkerPool(spec.model, 1, device=device, offload=self.offload)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker (and its resident model)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def generate_animation(
         self,
@@ -87,7 +95,7 @@ class Flux1AnimationPipeline:
                 "output": {"uri": str(output_path.parent.resolve())},
             }
             spec = load_job(job)
-            result = render(spec, model=self._model_for(spec), progress=True, callback=callback)
+            result = render(spec, pool=self._pool_for(spec), progress=True, callback=callback)
         output_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result.video, output_path)
         return str(output_path)

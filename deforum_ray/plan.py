@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from .schedule import parse_schedule, start_indices
 from .spec import RENDER_KEYS, ClipSpec, JobSpec, spec_to_dict
+from .table import format_table
 
 PLAN_VERSION = 1  # bump when the renderer's pixels change for the same spec
 
@@ -160,10 +161,7 @@ def format_plan(render_plan: RenderPlan, spec: JobSpec) -> str:
         for c, clip in zip(p.clips, spec.clips)
     ]
     rows.append(("total", str(p.total_frames), str(len(p.segments)), str(p.total_passes), "", "", ""))
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    for row in (header, *rows):
-        lines.append("  ".join(cell.ljust(w) if i in (0, 5, 6) else cell.rjust(w)
-                               for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+    lines += format_table(header, rows, left=(0, 5, 6))
     lines += ["", "segments (each is one sequential chain; chains run in parallel)"]
     for c in p.clips:
         for seg in c.segments:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .store import MARKER, RenderStore
+from .table import format_table
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,7 @@ def format_status(status: JobStatus) -> str:
     header = ("clip", "frames", "segments done", "last checkpoint", "problems")
     rows = [(c.name, f"{c.frames_done}/{c.num_frames}", f"{c.segments_done}/{c.segments}",
              "-" if c.last_checkpoint is None else str(c.last_checkpoint), str(c.problems)) for c in status.clips]
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    for row in (header, *rows):
-        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+    lines += format_table(header, rows)
     state = "complete" if status.complete else "incomplete: run the same render command again to resume"
     lines += ["", f"frames {state}", f"video {status.video or 'not encoded yet'}"]
     for event in status.problems[-5:]:

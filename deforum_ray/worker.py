@@ -142,3 +142,113 @@ def _flush(store: RenderStore, pending: list[dict[str, Any]], worker: str) -> No
     if pending:
         store.put_runlog(list(pending), worker)
         pending.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# The Ray actor: one resident model, many chains
+
+
+class ChainError(RuntimeError):
+    """A chain that failed; names the clip and the frame it was on."""
+
+    def __init__(self, clip: str, frame: int, message: str):
+        self.clip, self.frame, self.message = clip, frame, message
+        super().__init__(f"clip {clip!r} failed at frame {frame}: {message}")
+
+    def __reduce__(self):  # travels back to the driver through Ray intact
+        return ChainError, (self.clip, self.frame, self.message)
+
+
+@dataclass(frozen=True)
+class ChainJob:
+    """Everything a worker needs to render one chain, besides its model and the embeddings."""
+
+    task: ChainTask
+    clip: Any  # ClipSpec
+    width: int
+    height: int
+    store_uri: str
+    storage_options: dict
+    checkpoint_every: int
+    fresh: bool = False
+    send_latents: bool = False
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    clip: str
+    start: int
+    stop: int
+    frames_rendered: int
+    seconds: float
+    worker: str
+    resumed_from: int | None
+
+
+class Progress:
+    """A tiny actor the workers report frames to; the driver drains it for its progress bar."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int, Any]] = []
+
+    def frame(self, clip: str, frame: int, latent: Any = None) -> None:
+        self.events.append((clip, frame, latent))
+
+    def drain(self) -> list[tuple[str, int, Any]]:
+        events, self.events = self.events, []
+        return events
+
+
+class FluxWorker:
+    """Loads its model once and renders every chain it is given into the store."""
+
+    def __init__(self, model_spec: Any, threads: int | None = None, device: str | None = None, offload: bool = False):
+        import torch
+
+        from .models import load_model
+
+        if threads:
+            torch.set_num_threads(threads)  # the same on every worker: same float results everywhere
+        self.name = worker_name()
+        self.model = load_model(model_spec, device, offload=offload)
+
+    def ready(self) -> str:
+        return self.name
+
+    def embed(self, texts: Sequence[str]) -> dict[str, Any]:
+        from .prompts import encode_prompts
+
+        return {text: emb.to("cpu") for text, emb in encode_prompts(self.model, texts).items()}
+
+    def release_text_encoders(self) -> None:
+        self.model.release_text_encoders()
+
+    def render(self, job: ChainJob, embeddings: dict[str, Any], progress: Any = None) -> ChainReport:
+        from .loop import encode, load_image
+
+        started = time.perf_counter()
+        task, clip = job.task, job.clip
+        store = RenderStore(job.store_uri, job.storage_options)
+        frame = task.start
+        try:
+            resume = find_resume_point(store, task, LoopState(), job.fresh)
+            if resume.state is None:
+                return ChainReport(task.clip, task.start, task.stop, 0, 0.0, self.name, None)
+            frame = resume.state.frame
+            init = encode(self.model, load_image(clip.init_image, job.width, job.height)) if clip.init_image else None
+            chain = Chain(self.model, clip, job.width, job.height, embeddings, init)
+
+            def on_frame(n: int, rgb: np.ndarray, state: LoopState) -> None:
+                nonlocal frame
+                frame = n + 1
+                if progress is not None:
+                    progress.frame.remote(task.clip, n, state.latent if job.send_latents else None)
+
+            render_chain(chain, store, task, resume, checkpoint_every=job.checkpoint_every, on_frame=on_frame,
+                         worker=self.name)
+        except Exception as exc:
+            lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+            raise ChainError(task.clip, frame, lines[0] if lines else type(exc).__name__) from exc
+        rendered = task.stop - resume.state.frame if resume.state is not None else 0
+        return ChainReport(task.clip, task.start, task.stop, rendered, time.perf_counter() - started, self.name,
+                           resume.from_checkpoint)

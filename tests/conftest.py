@@ -71,3 +71,32 @@ def stop_when(process: subprocess.Popen, ready, sig: int = signal.SIGKILL, timeo
         time.sleep(0.005)
     process.send_signal(sig)
     process.wait(timeout=60)
+
+
+# --- a real local Ray for in-process renders ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """Local Ray with two fake GPUs: workers ask for num_gpus=1 each, as on a GPU cluster."""
+    import logging
+
+    import ray
+
+    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_pool(ray_cluster):
+    """One resident tiny-model worker shared by the tests that only need a renderer."""
+    from deforum_ray.driver import WorkerPool
+    from deforum_ray.spec import ModelSpec
+
+    pool = WorkerPool(ModelSpec(name="tiny", source="tiny", transformer=None, max_text_length=32,
+                                shift_timesteps=False), 1)
+    pool.start()
+    yield pool
+    pool.shutdown()

@@ -58,36 +58,36 @@ def decoded_frame_count(path: str) -> int:
     return count
 
 
-def test_same_spec_twice_gives_byte_identical_frames(tmp_path, tiny):
+def test_same_spec_twice_gives_byte_identical_frames(tmp_path, tiny, tiny_pool):
     spec = load_job(job(tmp_path / "one"))
-    first = render(spec, model=tiny, progress=False)
-    again = render(load_job(job(tmp_path / "two")), model=tiny, progress=False)
+    first = render(spec, pool=tiny_pool, progress=False)
+    again = render(load_job(job(tmp_path / "two")), pool=tiny_pool, progress=False)
     a, b = frames_of(first.output_dir, spec), frames_of(again.output_dir, spec)
     assert len(a) == 13 and a == b
     assert decoded_frame_count(first.video) == 13
     assert Path(first.video).read_bytes() == Path(again.video).read_bytes()
 
 
-def test_changing_only_the_seed_changes_the_frames(tmp_path, tiny):
+def test_changing_only_the_seed_changes_the_frames(tmp_path, tiny, tiny_pool):
     spec = load_job(job(tmp_path / "one"))
-    base = frames_of(render(spec, model=tiny, progress=False).output_dir, spec)
-    other = frames_of(render(load_job(job(tmp_path / "two", seed=4)), model=tiny, progress=False).output_dir, spec)
+    base = frames_of(render(spec, pool=tiny_pool, progress=False).output_dir, spec)
+    other = frames_of(render(load_job(job(tmp_path / "two", seed=4)), pool=tiny_pool, progress=False).output_dir, spec)
     assert all(base[key] != other[key] for key in base)
 
 
-def test_changing_a_prompt_keyframe_changes_only_the_frames_it_influences(tmp_path, tiny):
+def test_changing_a_prompt_keyframe_changes_only_the_frames_it_influences(tmp_path, tiny, tiny_pool):
     spec = load_job(job(tmp_path / "one"))
-    base = frames_of(render(spec, model=tiny, progress=False).output_dir, spec)
+    base = frames_of(render(spec, pool=tiny_pool, progress=False).output_dir, spec)
     changed_job = job(tmp_path / "two")
     changed_job["clips"][0]["prompts"][6] = "a snowy mountain"
-    changed = frames_of(render(load_job(changed_job), model=tiny, progress=False).output_dir, spec)
+    changed = frames_of(render(load_job(changed_job), pool=tiny_pool, progress=False).output_dir, spec)
     # frames 0-3 of clip a never see the key at 6 (frame 3 is exactly "a blue fox"); 4+ blend toward it
     # and every later frame follows from its predecessor; clip b is another chain.
     assert [base[("a", n)] == changed[("a", n)] for n in range(8)] == [True] * 4 + [False] * 4
     assert all(base[("b", n)] == changed[("b", n)] for n in range(5))
 
 
-def test_init_image_is_honoured(tmp_path, tiny):
+def test_init_image_is_honoured(tmp_path, tiny, tiny_pool):
     y, x = np.mgrid[0:48, 0:64]
     picture = np.stack([x * 4, y * 5, 255 - x * 4], axis=-1).clip(0, 255).astype(np.uint8)
     init = tmp_path / "init.png"
@@ -95,8 +95,8 @@ def test_init_image_is_honoured(tmp_path, tiny):
     with_init = job(tmp_path / "with", strength=0.5)
     with_init["clips"][0]["init_image"] = str(init)
     spec = load_job(with_init)
-    first_with = RenderStore(render(spec, model=tiny, progress=False).output_dir).read_frame("a", 0, 0)
-    first_without = RenderStore(render(load_job(job(tmp_path / "without")), model=tiny, progress=False).output_dir
+    first_with = RenderStore(render(spec, pool=tiny_pool, progress=False).output_dir).read_frame("a", 0, 0)
+    first_without = RenderStore(render(load_job(job(tmp_path / "without")), pool=tiny_pool, progress=False).output_dir
                                 ).read_frame("a", 0, 0)
     # tiny's VAE has random weights: the picture it can show is decode(encode(init)), which a trained
     # VAE makes the init image itself. Resemblance is measured against that.
@@ -157,9 +157,9 @@ def test_colour_coherence_applies_to_the_carried_latent(tmp_path, tiny, mode):
     assert torch.allclose(std(latents[3]), std(reference), atol=1e-4)
 
 
-def test_post_interpolation_and_loop_frame_counts(tmp_path, tiny):
+def test_post_interpolation_and_loop_frame_counts(tmp_path, tiny, tiny_pool):
     spec = load_job(job(tmp_path, post={"interpolation": 2, "loop": True}))
-    result = render(spec, model=tiny, progress=False)
+    result = render(spec, pool=tiny_pool, progress=False)
     interpolated = (8 - 1) * 2 + 1 + (5 - 1) * 2 + 1
     assert plan(spec).video_frames == interpolated
     assert decoded_frame_count(result.video) == interpolated + interpolated - 2
@@ -195,7 +195,7 @@ def test_cli_render_failure_is_one_line_exit_1(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_seed_quick_start_api_on_the_cpu(tmp_path):
+def test_seed_quick_start_api_on_the_cpu(tmp_path, ray_cluster):
     pipe = create_flux1_pipeline(device="cpu", offload=False, schnell=True, model="tiny")
     seen = []
     path = pipe.generate_animation(
@@ -209,11 +209,12 @@ def test_seed_quick_start_api_on_the_cpu(tmp_path):
     assert path == str(tmp_path / "animation.mp4") and Path(path).is_file()
     assert decoded_frame_count(path) == 6
     assert seen == [(i, 6, (1, 16, 8, 8)) for i in range(6)]
-    # the model stays resident: a second call reuses it
-    loaded = pipe._loaded
+    # the model stays resident: a second call reuses the same worker
+    worker = pipe._pool.workers[0]
     pipe.generate_animation(prompts="a lighthouse", motion_params={}, num_frames=3, width=64, height=64,
                             num_inference_steps=4, seed=1, output_path=str(tmp_path / "second.mp4"))
-    assert pipe._loaded is loaded and decoded_frame_count(str(tmp_path / "second.mp4")) == 3
+    assert pipe._pool.workers[0] is worker and decoded_frame_count(str(tmp_path / "second.mp4")) == 3
+    pipe.close()
 
 
 def test_api_bad_argument_is_a_named_spec_error(tmp_path):

@@ -1,0 +1,191 @@
+"""The Ray batch system: worker pools, killed workers, failing clips, `ray job submit`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from deforum_ray import cli
+from deforum_ray.driver import JobFailed, render
+from deforum_ray.spec import load_job
+from deforum_ray.store import RenderStore
+
+
+def three_clips(out: Path, frames: int = 10, **top) -> dict:
+    job = {
+        "name": "farm", "model": "tiny", "width": 64, "height": 64, "seed": 2,
+        "motion": {"zoom": "0:(1.02)", "translation_x": "0:(3)"},
+        "clips": [{"name": "a", "num_frames": frames, "prompts": {0: "a red fox"}},
+                  {"name": "b", "num_frames": frames, "seed": 9, "prompts": {0: "a blue bird"}},
+                  {"name": "c", "num_frames": frames, "noise_mode": "slerp", "prompts": {0: "a green hill"}}],
+        "cluster": {"checkpoint_every": 5},
+        "output": {"uri": str(out)},
+    }
+    job.update(top)
+    return job
+
+
+def frame_hashes(job_dir: str) -> dict[str, str]:
+    root = Path(job_dir)
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.glob("segments/*/*/frames/*.png"))}
+
+
+@pytest.fixture(scope="module")
+def one_worker_render(ray_cluster, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one")
+    return render(load_job(three_clips(out), ["cluster.num_workers=1"]), progress=False)
+
+
+def test_two_workers_render_the_same_frames_as_one(one_worker_render, tmp_path):
+    two = render(load_job(three_clips(tmp_path), ["cluster.num_workers=2"]), progress=False)
+    assert frame_hashes(two.output_dir) == frame_hashes(one_worker_render.output_dir)
+    assert len(frame_hashes(two.output_dir)) == 30
+    workers_two = {r["worker"] for r in RenderStore(two.output_dir).read_runlog()}
+    workers_one = {r["worker"] for r in RenderStore(one_worker_render.output_dir).read_runlog()}
+    assert len(workers_two) == 2 and len(workers_one) == 1
+    assert {r.worker for r in two.reports} == workers_two  # the reports name the same workers
+
+
+def test_a_killed_worker_is_replaced_and_the_job_finishes_identically(ray_cluster, tmp_path):
+    job = three_clips(tmp_path / "undisturbed", frames=60)
+    reference = render(load_job(job, ["cluster.num_workers=1"]), progress=False)
+
+    out = tmp_path / "killed"
+    spec = load_job(three_clips(out, frames=60), ["cluster.num_workers=1"])
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(r=render(spec, progress=False)))
+    thread.start()
+    job_dir = None
+    victim = None
+    deadline = time.monotonic() + 180
+    while victim is None and time.monotonic() < deadline:  # the run log names the worker's pid
+        dirs = [p for p in out.glob("farm-*") if p.is_dir()]
+        if dirs:
+            job_dir = dirs[0]
+            rows = [r for r in RenderStore(str(job_dir)).read_runlog() if r["clip"] == "a"]
+            if rows:
+                victim = int(rows[0]["worker"].rsplit(":", 1)[1])
+        time.sleep(0.05)
+    assert victim is not None, "the worker never logged a frame"
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert "r" in result, "the render did not finish after its worker was killed"
+    assert frame_hashes(result["r"].output_dir) == frame_hashes(reference.output_dir)
+    workers = {r["worker"] for r in RenderStore(result["r"].output_dir).read_runlog()}
+    assert len(workers) >= 2 and f"{victim}" in " ".join(workers)  # a new process took over
+
+
+def test_a_clip_that_always_fails_fails_the_job_after_the_others_finish(ray_cluster, tmp_path, capsys, monkeypatch):
+    image = tmp_path / "init.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image)
+    job = three_clips(tmp_path / "out")
+    job["clips"][1]["init_image"] = str(image)
+    spec = load_job(job)
+    image.unlink()  # deleted after validation
+    with pytest.raises(JobFailed) as info:
+        render(spec, progress=False)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("clip 'b' failed at frame 0:") and "init.png" in message
+    job_dir = next((tmp_path / "out").glob("farm-*"))
+    store = RenderStore(str(job_dir))
+    assert store.get(store.done_rel("a", 0)) is not None and store.get(store.done_rel("c", 0)) is not None
+    assert store.get(store.done_rel("b", 0)) is None
+
+    # the same through the CLI: exit 1, one line naming the clip
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image)
+    path = tmp_path / "job.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(job))
+    import deforum_ray.spec as spec_module
+
+    monkeypatch.setattr(spec_module, "_check_init_image", lambda *args: None)  # as if deleted after validation
+    image.unlink()
+    code = cli.main(["render", str(path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "deforum-ray: render failed: clip 'b' failed at frame 0:" in err
+
+
+@pytest.mark.skipif(shutil.which("ray", path=str(Path(os.sys.executable).parent)) is None, reason="ray CLI missing")
+def test_ray_job_submit_against_a_ray_start_head_cluster(tmp_path):
+    bin_dir = Path(os.sys.executable).parent
+    home = tmp_path / "home"  # Ray's token lives in ~/.ray: keep the test's own
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    ports = _free_ports(7)
+    run = lambda *args, **kw: subprocess.run([str(bin_dir / "ray"), *args], env=env, capture_output=True,  # noqa: E731
+                                             text=True, timeout=kw.get("timeout", 120), cwd=kw.get("cwd"))
+    assert run("get-auth-token", "--generate").returncode == 0
+    temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
+    started = run("start", "--head", "--node-ip-address=127.0.0.1", f"--port={ports[0]}", f"--temp-dir={temp_dir}",
+                  "--dashboard-host=127.0.0.1", f"--dashboard-port={ports[1]}", "--num-cpus=2",
+                  # its own agent ports: another Ray on this machine (the tests' own) holds the defaults
+                  f"--dashboard-agent-listen-port={ports[2]}", f"--dashboard-agent-grpc-port={ports[3]}",
+                  f"--metrics-export-port={ports[4]}", f"--runtime-env-agent-port={ports[5]}",
+                  f"--ray-client-server-port={ports[6]}", "--disable-usage-stats")
+    assert started.returncode == 0, started.stderr[-2000:]
+    try:
+        address = f"http://127.0.0.1:{ports[1]}"
+        out = tmp_path / "renders"
+        for _ in range(20):  # the head's job agent can take a while to come up on a busy machine
+            submitted = run("job", "submit", f"--address={address}", f"--working-dir={REPO}", "--",
+                            "deforum-ray", "render", "jobs/demo.yaml", f"output.uri={out}",
+                            "clips.0.num_frames=13", "clips.1.num_frames=6", timeout=600, cwd=str(REPO))
+            logs = submitted.stdout + submitted.stderr
+            if "No available agent to submit job" not in logs:
+                break
+            time.sleep(3)
+        assert submitted.returncode == 0, logs[-3000:]
+        assert "succeeded" in logs
+        video = next(out.glob("demo-*/demo.mp4"))
+        assert str(video) in logs  # the render printed the video path
+        assert "clip lighthouse: 13 frames" in logs and "clip harbour: 6 frames" in logs  # progress lines
+        job_id = next(line.split("'")[1] for line in logs.splitlines() if "Job '" in line)
+        job_logs = run("job", "logs", f"--address={address}", job_id)
+        assert job_logs.returncode == 0 and "clip lighthouse: 13 frames" in job_logs.stdout
+        no_token = subprocess.run([str(bin_dir / "ray"), "job", "status", f"--address={address}", job_id],
+                                  env={**env, "HOME": str(tmp_path / "elsewhere"), "RAY_AUTH_MODE": ""},
+                                  capture_output=True, text=True, timeout=120)
+        assert no_token.returncode != 0  # token authentication is on: a client without it is refused
+    finally:
+        _stop_cluster(temp_dir)  # not `ray stop`: that would stop every Ray here, the tests' own too
+
+
+def _stop_cluster(temp_dir: str) -> None:
+    """Kill the processes of the one cluster that uses ``temp_dir``."""
+    import psutil
+
+    mine = [p for p in psutil.process_iter(["cmdline"]) if any(temp_dir in part for part in (p.info["cmdline"] or []))]
+    for process in mine:
+        process.terminate()
+    _, alive = psutil.wait_procs(mine, timeout=10)
+    for process in alive:
+        process.kill()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
