@@ -11,6 +11,7 @@ import sys
 from typing import Sequence
 
 from . import __version__
+from .errors import first_line
 from .schedule import ScheduleError, parse_schedule
 
 EXIT_OK = 0
@@ -85,7 +86,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     except Exception as exc:  # a failed render is one line (exit 1); --debug shows the traceback
         if args.debug:
             raise
-        print(f"deforum-ray: render failed: {_one_line(exc)} (what finished is kept; the same command resumes)",
+        print(f"deforum-ray: render failed: {first_line(exc)} (what finished is kept; the same command resumes)",
               file=sys.stderr)
         return EXIT_FAILED
     resumed = f" ({result.resumed} already done)" if result.resumed else ""
@@ -101,16 +102,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     try:
         stores = find_jobs(args.output)
     except Exception as exc:
-        raise UsageError([f"deforum-ray: cannot read {args.output}: {_one_line(exc)}"]) from None
+        raise UsageError([f"deforum-ray: cannot read {args.output}: {first_line(exc)}"]) from None
     if not stores:
         raise UsageError([f"deforum-ray: no deforum-ray job under {args.output}"])
     print("\n\n".join(format_status(job_status(store)) for store in stores))
     return EXIT_OK
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def _add_spec_args(parser: argparse.ArgumentParser) -> None:

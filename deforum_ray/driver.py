@@ -23,6 +23,7 @@ from typing import Any, Callable
 import yaml
 from torch import Tensor
 
+from .errors import first_line
 from .finalize import finalize
 from .loop import LoopState
 from .plan import RenderPlan, pixel_tree, plan, tree_diff
@@ -30,8 +31,6 @@ from .spec import JobSpec, spec_to_dict, spec_to_yaml
 from .store import RenderStore, job_folders
 from .table import format_table
 from .worker import ChainError, ChainJob, ChainReport, ChainTask, FluxWorker, Progress, find_resume_point
-
-log = logging.getLogger(__name__)
 
 FrameCallback = Callable[[int, int, Tensor | None], Any]  # (frames done in the job, total frames, latent)
 ATTEMPTS = 3  # a chain that fails this many times fails the job
@@ -310,8 +309,7 @@ def _reason(exc: BaseException, clip: str) -> str:
         return str(cause)
     if isinstance(exc, ChainError):
         return str(exc)
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"clip {clip!r}: worker failed: {lines[0] if lines else type(exc).__name__}"
+    return f"clip {clip!r}: worker failed: {first_line(exc)}"
 
 
 def summary_table(reports: tuple[ChainReport, ...]) -> str:

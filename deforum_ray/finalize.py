@@ -5,10 +5,11 @@ ffmpeg is the binary imageio-ffmpeg ships, so a plain ``pip install`` can encode
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import tempfile
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -64,7 +65,7 @@ def encode_video(frames: Iterable[np.ndarray], path: str, fps: float, codec: str
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
         count = 0
         try:
-            for frame in _chain(first, frames):
+            for frame in itertools.chain([first], frames):
                 process.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
                 count += 1
         except BrokenPipeError:
@@ -77,11 +78,6 @@ def encode_video(frames: Iterable[np.ndarray], path: str, fps: float, codec: str
             lines = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
             raise EncodeError(f"ffmpeg exited with {code}: {lines[-1] if lines else 'no output'}")
     return count
-
-
-def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-    yield first
-    yield from rest
 
 
 def video_frames(store: RenderStore, plan: RenderPlan, spec: JobSpec) -> list[np.ndarray]:

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from .errors import first_line
+
 __all__ = ["FluxModel", "ModelError", "build_tiny", "default_device", "load_model"]
 
 VAE_SCALE = 8  # pixels per latent cell; packing adds 2x2 on top
@@ -272,7 +274,7 @@ def load_model(model_spec: Any, device: torch.device | str | None = None, dtype:
             with quiet_libraries():
                 return loader.from_pretrained(root, subfolder=component, **common, **kwargs)
         except Exception as exc:  # diffusers/transformers/hub raise a dozen kinds; the user needs one line
-            raise ModelError(f"model: cannot load {component} from {where}: {_reason(exc)}") from exc
+            raise ModelError(f"model: cannot load {component} from {where}: {first_line(exc)}") from exc
 
     if model_spec.transformer:
         transformer = _load_single_file_transformer(str(model_spec.transformer), root, where, dtype, common)
@@ -306,11 +308,11 @@ def _load_single_file_transformer(path: str, root: str, where: str, dtype: torch
         with safe_open(str(file), framework="pt") as handle:
             keys = set(handle.keys())
     except Exception as exc:
-        raise ModelError(f"model.transformer: {path!r} is not a readable .safetensors file: {_reason(exc)}") from exc
+        raise ModelError(f"model.transformer: {path!r} is not a readable .safetensors file: {first_line(exc)}") from exc
     try:
         config = FluxTransformer2DModel.load_config(root, subfolder="transformer", **common)
     except Exception as exc:
-        raise ModelError(f"model: cannot load transformer config from {where}: {_reason(exc)}") from exc
+        raise ModelError(f"model: cannot load transformer config from {where}: {first_line(exc)}") from exc
     with torch.device("meta"):
         expected = set(FluxTransformer2DModel.from_config(config).state_dict())
     if keys == expected:
@@ -325,7 +327,7 @@ def _load_single_file_transformer(path: str, root: str, where: str, dtype: torch
         missing = len(expected - keys)
         raise ModelError(
             f"model.transformer: {path!r} matches neither the diffusers layout ({missing} of {len(expected)} "
-            f"keys missing) nor an original FLUX checkpoint: {_reason(exc)}"
+            f"keys missing) nor an original FLUX checkpoint: {first_line(exc)}"
         ) from exc
 
 
@@ -343,9 +345,3 @@ def _describe_source(source: str) -> str:
     if path.is_dir():
         return f"folder {str(path)!r}"
     return f"Hugging Face repo {source!r} (set HF_TOKEN for gated models)"
-
-
-def _reason(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= 240 else text[:237] + "..."

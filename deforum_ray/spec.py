@@ -25,6 +25,7 @@ import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .errors import first_line
 from .schedule import ScheduleError, evaluate_keyframes, parse_keyframes, start_indices
 
 __all__ = [
@@ -237,7 +238,7 @@ def _load_yaml(path: Path, label: str) -> dict[str, Any]:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError([f"{where}: YAML syntax error: {problem}"], str(path)) from None
     except (OSError, UnicodeDecodeError, OmegaConfBaseException) as exc:
-        raise SpecError([f"{label}: cannot read: {_one_line(exc)}"], str(path)) from None
+        raise SpecError([f"{label}: cannot read: {first_line(exc)}"], str(path)) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -245,7 +246,7 @@ def _load_yaml(path: Path, label: str) -> dict[str, Any]:
     try:
         cfg = OmegaConf.create(raw)
     except OmegaConfBaseException as exc:
-        raise SpecError([f"{label}: {_one_line(exc)}"], str(path)) from None
+        raise SpecError([f"{label}: {first_line(exc)}"], str(path)) from None
     return _container(cfg, label, resolve=False)  # ${...} resolves after the whole merge
 
 
@@ -279,12 +280,7 @@ def _container(cfg: Any, label: str, resolve: bool = True) -> Any:
         return OmegaConf.to_container(cfg, resolve=resolve)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", "") or label
-        raise SpecError([f"{key}: {_one_line(exc)}"]) from None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+        raise SpecError([f"{key}: {first_line(exc)}"]) from None
 
 
 def parse_overrides(overrides: Iterable[str]) -> list[tuple[str, Any]]:
@@ -298,7 +294,7 @@ def parse_overrides(overrides: Iterable[str]) -> list[tuple[str, Any]]:
         try:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError as exc:
-            raise SpecError([f"{key}: override value {text!r} is not valid YAML: {_one_line(exc)}"]) from None
+            raise SpecError([f"{key}: override value {text!r} is not valid YAML: {first_line(exc)}"]) from None
         pairs.append((key, value))
     return pairs
 
@@ -370,7 +366,7 @@ def load_job(
         try:
             OmegaConf.update(cfg, key, value, merge=True)
         except (OmegaConfBaseException, ValueError, KeyError, IndexError, TypeError) as exc:
-            errors.append(f"{key}: cannot apply override: {_one_line(exc)}")
+            errors.append(f"{key}: cannot apply override: {first_line(exc)}")
     tree = _container(cfg, label)
 
     spec = _validate(tree, errors, check_paths=check_paths, model_known=model_mapping is not None)
@@ -694,11 +690,11 @@ def _check_init_image(uri: str, where: str, errors: list[str]) -> None:
     except FileNotFoundError:
         errors.append(f"{where}: no such file {uri!r}")
     except (UnidentifiedImageError, SyntaxError) as exc:
-        errors.append(f"{where}: {uri!r} is not a readable image ({_one_line(exc)})")
+        errors.append(f"{where}: {uri!r} is not a readable image ({first_line(exc)})")
     except (IsADirectoryError, PermissionError) as exc:
         errors.append(f"{where}: cannot read {uri!r}: {type(exc).__name__}")
     except (OSError, ValueError, ImportError) as exc:
-        errors.append(f"{where}: cannot read {uri!r}: {_one_line(exc)}")
+        errors.append(f"{where}: cannot read {uri!r}: {first_line(exc)}")
 
 
 def _local_path(uri: str) -> Path | None:
@@ -723,7 +719,7 @@ def _check_output_uri(uri: Any, errors: list[str]) -> None:
         except ValueError:
             errors.append(f"output.uri: unknown storage protocol {protocol!r} in {uri!r}")
         except ImportError as exc:
-            errors.append(f"output.uri: {protocol}:// needs a package that is not installed ({_one_line(exc)})")
+            errors.append(f"output.uri: {protocol}:// needs a package that is not installed ({first_line(exc)})")
         return
     probe = path.absolute()
     while not probe.exists() and probe != probe.parent:

@@ -127,7 +127,7 @@ class RenderStore:
         with self.fs.open(path, "wb") as handle:
             handle.write(data)
 
-    # -- plain files (not vouched: the spec and manifest are rewritten by every run) ----------
+    # -- JSON and text, vouched like everything else ------------------------------------------
     def write_json(self, rel: str, value: Any) -> None:
         self.put(rel, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
 

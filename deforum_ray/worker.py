@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .errors import first_line
 from .loop import Chain, LoopState
 from .plan import Segment
 from .store import RenderStore, worker_name
@@ -247,8 +248,7 @@ class FluxWorker:
             render_chain(chain, store, task, resume, checkpoint_every=job.checkpoint_every, on_frame=on_frame,
                          worker=self.name)
         except Exception as exc:
-            lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-            raise ChainError(task.clip, frame, lines[0] if lines else type(exc).__name__) from exc
+            raise ChainError(task.clip, frame, first_line(exc)) from exc
         rendered = task.stop - resume.state.frame if resume.state is not None else 0
         return ChainReport(task.clip, task.start, task.stop, rendered, time.perf_counter() - started, self.name,
                            resume.from_checkpoint)
