@@ -63,14 +63,28 @@ def start_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
 
 
 def stop_when(process: subprocess.Popen, ready, sig: int = signal.SIGKILL, timeout: float = 120) -> None:
-    """Send ``sig`` as soon as ``ready()`` is true; fail if the process ended first."""
+    """Send ``sig`` as soon as ``ready()`` is true; fail if the process ended first.
+
+    SIGKILL kills the CLI process and every process it started (its embedded Ray) at once, as a
+    crash or the OOM killer would; other signals go to the CLI alone. Returns once all of them are
+    gone; any left after 30 s are killed, as a node's supervisor would."""
+    import psutil
+
     deadline = time.monotonic() + timeout
     while not ready():
         assert process.poll() is None, f"finished before it could be stopped: {process.stderr.read()}"
         assert time.monotonic() < deadline, "never became ready"
         time.sleep(0.005)
+    tree = psutil.Process(process.pid).children(recursive=True)
+    if sig == signal.SIGKILL:  # a crash takes the whole render down: its Ray worker would finish its chain
+        for child in tree:
+            child.kill()
     process.send_signal(sig)
     process.wait(timeout=60)
+    _, alive = psutil.wait_procs(tree, timeout=30)
+    for leftover in alive:
+        leftover.kill()
+    psutil.wait_procs(alive, timeout=10)
 
 
 # --- a real local Ray for in-process renders ------------------------------------------------------
