@@ -1,10 +1,12 @@
 """render(spec): the Ray driver. It reads top to bottom:
 
 1. plan the job and check the output folder (a changed spec under the same name is refused);
-2. find where every chain stands in the store (finished chains are skipped, the rest resume);
+2. find where every chain stands in the store (finished chains are skipped, the rest resume); a
+   clip with anchors first renders its anchor chain, then its segments all in parallel;
 3. start a pool of FluxWorker actors (one per GPU, or CPU workers), each with a resident model;
 4. embed every distinct prompt once, on one worker, and share the result through the object store;
-5. hand chains to idle workers; a chain whose worker dies or fails is retried from its checkpoint;
+5. hand chains to idle workers, up to ``chains_per_worker`` each to advance together; a chain whose
+   worker dies or fails is retried from its checkpoint;
 6. once every chain is in the store, encode the video (CPU) and print a summary.
 
 Without a cluster, ``ray.init()`` starts an embedded local Ray; nothing else differs.
@@ -25,12 +27,11 @@ from torch import Tensor
 
 from .errors import first_line
 from .finalize import finalize
-from .loop import LoopState
 from .plan import RenderPlan, pixel_tree, plan, tree_diff
 from .spec import JobSpec, spec_to_dict, spec_to_yaml
 from .store import RenderStore, job_folders
 from .table import format_table
-from .worker import ChainError, ChainJob, ChainReport, ChainTask, FluxWorker, Progress, find_resume_point
+from .worker import ANCHORS, ChainError, ChainJob, ChainReport, ChainTask, FluxWorker, Progress, chain_tasks, find_resume_point
 
 FrameCallback = Callable[[int, int, Tensor | None], Any]  # (frames done in the job, total frames, latent)
 ATTEMPTS = 3  # a chain that fails this many times fails the job
@@ -61,7 +62,7 @@ def manifest(render_plan: RenderPlan) -> dict[str, Any]:
         "job": render_plan.job_name,
         "job_id": render_plan.job_id,
         "clips": [
-            {"name": c.name, "num_frames": c.num_frames, "passes": c.passes,
+            {"name": c.name, "num_frames": c.num_frames, "passes": c.passes, "anchors": list(c.anchors),
              "segments": [{"index": s.index, "start": s.start, "stop": s.stop} for s in c.segments]}
             for c in render_plan.clips
         ],
@@ -192,15 +193,27 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
     store.write_text("spec.yaml", spec_to_yaml(spec))
     store.write_json("manifest.json", manifest(render_plan))
 
-    tasks = [ChainTask(c.name, 0, c.num_frames, c.segments) for c in render_plan.clips]
-    resumes = [find_resume_point(store, task, LoopState(), fresh) for task in tasks]
-    todo = [task for task, resume in zip(tasks, resumes) if resume.state is not None]
-    resumed = sum(r.frames_done for r in resumes)
+    stages = [chain_tasks(clip) for clip in render_plan.clips]  # (anchor chain or None, frame chains)
+    todo: list[ChainTask] = []
+    waiting: dict[str, list[ChainTask]] = {}  # a clip's segments, until its anchors are in the store
+    resumed = 0
+    for anchors, frame_tasks in stages:
+        pending = []
+        for task in frame_tasks:
+            resume = find_resume_point(store, task, fresh)
+            resumed += resume.frames_done
+            if resume.state is not None:
+                pending.append(task)
+        if anchors is not None and pending and (fresh or find_resume_point(store, anchors).state is not None):
+            todo.append(anchors)
+            waiting[anchors.clip] = pending
+        else:
+            todo += pending
     reports: tuple[ChainReport, ...] = ()
     if todo:
         started_ray = connect(spec.cluster.address)
         try:
-            reports = _run_chains(spec, render_plan, store, todo, resumed, pool, progress, callback, fresh)
+            reports = _run_chains(spec, render_plan, store, todo, waiting, resumed, pool, progress, callback, fresh)
         finally:
             if started_ray:
                 import ray
@@ -210,19 +223,26 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
     seconds = time.perf_counter() - started
     if progress and reports:
         print(summary_table(reports), file=sys.stderr)
-    return RenderResult(store.url(), video, sum(r.frames_rendered for r in reports), resumed, seconds, reports)
+    frames = sum(r.frames_rendered for r in reports if r.kind != ANCHORS)
+    return RenderResult(store.url(), video, frames, resumed, seconds, reports)
 
 
-def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo: list[ChainTask], resumed: int,
-                pool: WorkerPool | None, progress: bool, callback: FrameCallback | None,
-                fresh: bool) -> tuple[ChainReport, ...]:
+def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo: list[ChainTask],
+                waiting: dict[str, list[ChainTask]], resumed: int, pool: WorkerPool | None, progress: bool,
+                callback: FrameCallback | None, fresh: bool) -> tuple[ChainReport, ...]:
+    """Hand chains to idle workers, up to ``chains_per_worker`` at a time, until all are done.
+
+    A clip's segments wait in ``waiting`` until its anchor chain is done. A chain that fails is
+    retried from its checkpoint; one that fails ATTEMPTS times fails the job once the others finish."""
     import ray
     from ray.exceptions import RayActorError, RayTaskError
     from tqdm import tqdm
 
     own_pool = pool is None
+    per_worker = spec.cluster.chains_per_worker
     if pool is None:
-        pool = WorkerPool(spec.model, default_pool_size(spec, len(todo)))
+        parallel = sum(len(tasks) for tasks in waiting.values()) + len(todo) - len(waiting)
+        pool = WorkerPool(spec.model, default_pool_size(spec, -(-parallel // per_worker)))
     if not pool.workers:
         pool.start()
     clips = {clip.name: clip for clip in spec.clips}
@@ -233,47 +253,63 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
         ray.get([w.release_text_encoders.remote() for w in pool.workers])
 
     tracker = ray.remote(num_cpus=0)(Progress).remote()
-    jobs = {task.clip: ChainJob(task, clips[task.clip], spec.width, spec.height, store.uri,
-                                dict(spec.output.storage_options), spec.cluster.checkpoint_every, fresh,
-                                send_latents=callback is not None)
-            for task in todo}
-    queue = deque((task.clip, 1) for task in todo)
+
+    def job(task: ChainTask, attempt: int) -> ChainJob:
+        return ChainJob(task, clips[task.clip], spec.width, spec.height, store.uri, dict(spec.output.storage_options),
+                        spec.cluster.checkpoint_every, fresh and attempt == 1,  # retries resume
+                        send_latents=callback is not None)
+
+    queue = deque((task, 1) for task in todo)
     idle = deque(range(len(pool.workers)))
-    running: dict[Any, tuple[str, int, int]] = {}
+    running: dict[Any, tuple[list[tuple[ChainTask, int]], int]] = {}
     reports: list[ChainReport] = []
     failures: list[str] = []
     done = resumed
+
+    def settle(task: ChainTask, attempt: int, outcome: ChainReport | BaseException, bar: Any) -> None:
+        if isinstance(outcome, ChainReport):
+            reports.append(outcome)
+            if task.kind == ANCHORS:
+                queue.extend((segment, 1) for segment in waiting.pop(task.clip, []))
+                bar.write(f"clip {task.clip}: {len(task.anchors)} anchors ready; {len(queue)} chains queued")
+            else:
+                rate = outcome.frames_rendered / outcome.seconds if outcome.seconds else 0.0
+                together = f", {outcome.advanced_together} chains together" if outcome.advanced_together > 1 else ""
+                bar.write(f"clip {task.label}: {outcome.frames_rendered} frames in {outcome.seconds:.1f} s "
+                          f"({rate:.1f} frames/s) on {outcome.worker}{together}")
+            return
+        reason = _reason(outcome, task)
+        if attempt < ATTEMPTS:
+            bar.write(f"retrying {task.label} (attempt {attempt + 1} of {ATTEMPTS}): {reason}")
+            queue.append((task, attempt + 1))
+            return
+        bar.write(f"failed: {reason}")
+        failures.append(reason)
+        for segment in waiting.pop(task.clip, []) if task.kind == ANCHORS else []:
+            failures.append(f"{segment.label}: not rendered, its anchors failed")
+
     try:
         with tqdm(total=render_plan.total_frames, initial=resumed, unit="frame", disable=not progress,
                   dynamic_ncols=True, file=sys.stderr) as bar:
             while queue or running:
                 while queue and idle:
-                    clip, attempt = queue.popleft()
+                    batch = [queue.popleft() for _ in range(min(per_worker, len(queue)))]
                     index = idle.popleft()
-                    job = jobs[clip] if attempt == 1 else _not_fresh(jobs[clip])  # retries resume
-                    running[pool.workers[index].render.remote(job, embeddings, tracker)] = (clip, attempt, index)
+                    call = pool.workers[index].render.remote([job(t, a) for t, a in batch], embeddings, tracker)
+                    running[call] = (batch, index)
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=0.25)
                 done = _drain(tracker, bar, callback, done, render_plan.total_frames)
                 for ref in ready:
-                    clip, attempt, index = running.pop(ref)
+                    batch, index = running.pop(ref)
                     idle.append(index)  # a dead worker is restarted by Ray; calls to it wait for that
                     try:
-                        report = ray.get(ref)
+                        outcomes: list[Any] = ray.get(ref)
                     except (RayTaskError, RayActorError) as exc:
-                        reason = _reason(exc, clip)
-                        if attempt < ATTEMPTS:
-                            bar.write(f"retrying clip {clip} (attempt {attempt + 1} of {ATTEMPTS}): {reason}")
-                            queue.append((clip, attempt + 1))
-                        else:
-                            bar.write(f"failed: {reason}")
-                            failures.append(reason)
-                        continue
-                    reports.append(report)
-                    rate = report.frames_rendered / report.seconds if report.seconds else 0.0
-                    bar.write(f"clip {report.clip}: {report.frames_rendered} frames in {report.seconds:.1f} s "
-                              f"({rate:.1f} frames/s) on {report.worker}")
+                        outcomes = [exc] * len(batch)  # the worker died: every chain it had is retried
+                    for (task, attempt), outcome in zip(batch, outcomes):
+                        settle(task, attempt, outcome, bar)
             # Workers report frames asynchronously: the last reports may land after their task returned.
-            expected = resumed + sum(r.frames_rendered for r in reports)
+            expected = resumed + sum(r.frames_rendered for r in reports if r.kind != ANCHORS)
             deadline = time.monotonic() + 10.0
             while done < expected and time.monotonic() < deadline:
                 done = _drain(tracker, bar, callback, done, render_plan.total_frames)
@@ -297,23 +333,18 @@ def _drain(tracker: Any, bar: Any, callback: FrameCallback | None, done: int, to
     return done
 
 
-def _not_fresh(job: ChainJob) -> ChainJob:
-    from dataclasses import replace
-
-    return replace(job, fresh=False)
-
-
-def _reason(exc: BaseException, clip: str) -> str:
+def _reason(exc: BaseException, task: ChainTask) -> str:
     cause = getattr(exc, "cause", None)
     if isinstance(cause, ChainError):
         return str(cause)
     if isinstance(exc, ChainError):
         return str(exc)
-    return f"clip {clip!r}: worker failed: {first_line(exc)}"
+    return f"{task.label}: worker failed: {first_line(exc)}"
 
 
 def summary_table(reports: tuple[ChainReport, ...]) -> str:
-    header = ("clip", "frames", "seconds", "frames/s", "worker")
-    rows = [(r.clip, str(r.frames_rendered), f"{r.seconds:.1f}",
-             f"{r.frames_rendered / r.seconds:.1f}" if r.seconds else "-", r.worker) for r in reports]
-    return "\n".join(format_table(header, rows, left=(0, 4)))
+    header = ("chain", "frames", "seconds", "frames/s", "together", "worker")
+    rows = [(r.label, f"{r.frames_rendered}{' anchors' if r.kind == ANCHORS else ''}", f"{r.seconds:.1f}",
+             f"{r.frames_rendered / r.seconds:.1f}" if r.seconds else "-", str(r.advanced_together), r.worker)
+            for r in reports]
+    return "\n".join(format_table(header, rows, left=(0, 5)))

@@ -1,15 +1,24 @@
-"""The sequential latent loop over one chain of frames (DESIGN.md section 2).
+"""The sequential latent loop over chains of frames (DESIGN.md sections 2 and 3).
 
 Frame n > first: warp z_{n-1} by the frame's motion, mix in noise at t_k, run the Euler steps
 k ... steps-1, match colour statistics on the latent that is carried forward, decode. The whole
 loop state is :class:`LoopState` (latent, previous noise, colour reference, frame index): a few
 small tensors, so a checkpoint of it resumes the chain bit-exactly.
+
+Three kinds of chain share that step. A whole clip renders every frame. An *anchor chain* renders
+only a clip's anchor frames 0, N, 2N, ...: each is the anchor before it warped by the motion
+accumulated over the gap (one matrix, the exact product of the per-frame ones) and re-diffused at
+``anchor_strength``. A *segment* starts on its anchor as rendered and eases its last ``blend``
+frames toward the next anchor, so segments render in parallel and still meet smoothly.
+
+:func:`advance` moves several chains forward together, one frame each per round, running the
+transformer once per Euler step for all of them (``cluster.chains_per_worker``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -17,10 +26,10 @@ from torch import Tensor
 
 from .color import match_channel_stats
 from .models import VAE_SCALE, FluxModel
-from .motion import motion_matrix, warp
+from .motion import compose, motion_matrix, warp
 from .noise import frame_noise
 from .prompts import TextEmbedding, embedding_at
-from .sampling import denoise, get_schedule, image_seq_len, latent_image_ids, mix_noise, pack, start_index, unpack
+from .sampling import euler_step, get_schedule, image_seq_len, latent_image_ids, mix_noise, pack, start_index, unpack
 from .schedule import parse_schedule
 from .spec import ClipSpec
 
@@ -49,6 +58,11 @@ class FrameSchedules:
     def motion(self, frame: int) -> np.ndarray:
         return motion_matrix(self.zoom[frame], self.angle[frame], self.translation_x[frame], self.translation_y[frame])
 
+    def motion_between(self, earlier: int, later: int) -> np.ndarray:
+        """The motion from frame ``earlier`` to frame ``later``: the product of the maps of frames
+        ``earlier + 1 ... later`` (for adjacent frames, exactly the later frame's own map)."""
+        return compose(self.motion(n) for n in range(earlier + 1, later + 1))
+
 
 @dataclass
 class LoopState:
@@ -72,6 +86,36 @@ class LoopState:
         return cls(int(tensors["frame"][0]), tensors.get("latent"), tensors.get("noise"), tensors.get("color_ref"))
 
 
+def blend_weight(frame: int, next_anchor: int, blend: int) -> float:
+    """How far a segment's latent at ``frame`` is eased toward the next anchor: 0 until the last
+    ``blend`` frames before it, then rising linearly to ``blend / (blend + 1)`` on the last frame,
+    so the step onto the anchor is one more step of the same ramp."""
+    ramp = frame - (next_anchor - blend - 1)
+    return ramp / (blend + 1) if blend > 0 and 0 < ramp <= blend else 0.0
+
+
+@dataclass(frozen=True)
+class SegmentEnds:
+    """A segment's two anchors: it starts on the first, as rendered, and eases toward the next."""
+
+    first: LoopState  # the anchor chain's state after anchor a_i, restarted at frame a_i + 1
+    next_anchor: Tensor | None = None  # z at a_{i+1}; None for a clip's last segment
+    next_frame: int = 0  # a_{i+1}
+    blend: int = 0
+
+
+@dataclass(frozen=True)
+class FrameInput:
+    """A frame ready to denoise: its noisy start ``x`` at timestep index ``start``."""
+
+    chain: "Chain"
+    frame: int
+    x: Tensor  # (1, C, h, w) on the CPU, float32
+    start: int
+    eps: Tensor
+    text: TextEmbedding
+
+
 @dataclass
 class Chain:
     """Everything fixed over one chain: the model, the clip, its schedules and prompt embeddings."""
@@ -82,6 +126,8 @@ class Chain:
     height: int
     embeddings: Mapping[str, TextEmbedding]
     init_latent: Tensor | None = None  # first frame from an init image (CPU, float32)
+    anchors: tuple[int, ...] | None = None  # an anchor chain: only these frames, each from the one before
+    ends: SegmentEnds | None = None  # a segment of an anchored clip
     schedules: FrameSchedules = field(init=False)
     timesteps: list[float] = field(init=False)
 
@@ -96,47 +142,82 @@ class Chain:
     def latent_shape(self) -> tuple[int, int, int, int]:
         return (1, self.model.latent_channels, self.latent_h, self.latent_w)
 
-    # -- one frame ---------------------------------------------------------------------------
-    @torch.no_grad()
-    def step(self, state: LoopState) -> tuple[LoopState, Tensor]:
-        """Render frame ``state.frame``; returns the next state and the frame's latent z_n."""
+    @property
+    def batch_key(self) -> tuple[Any, ...]:
+        """Chains with equal keys can share a transformer forward."""
+        return (id(self.model), tuple(self.timesteps), self.latent_h, self.latent_w)
+
+    def previous_frame(self, n: int) -> int:
+        return n - 1 if self.anchors is None else self.anchors[self.anchors.index(n) - 1]
+
+    def next_frame(self, n: int) -> int:
+        if self.anchors is None:
+            return n + 1
+        i = self.anchors.index(n) + 1
+        return self.anchors[i] if i < len(self.anchors) else self.clip.num_frames
+
+    # -- one frame, in three parts so that several chains can share the denoising ---------------
+    def given(self, state: LoopState) -> tuple[LoopState, Tensor] | None:
+        """A frame that needs no denoising: a segment's first frame is its anchor."""
+        if self.ends is not None and state.frame == self.ends.first.frame - 1:
+            return self.ends.first, self.ends.first.latent
+        return None
+
+    def prepare(self, state: LoopState) -> FrameInput:
+        """Warp, noise and text for frame ``state.frame``."""
         n, clip, sched = state.frame, self.clip, self.schedules
         eps = frame_noise(clip.noise_mode, self.latent_shape, clip.seed, clip.name, n, prev=state.noise,
                           subseed=clip.subseed, subseed_strength=float(sched.subseed_strength[n]),
                           delta=clip.noise_delta)
+        text = embedding_at(clip.prompts, self.embeddings, n)
         if n == 0 and self.init_latent is None:
-            start, x = 0, eps  # text-to-image: every step, from pure noise
+            return FrameInput(self, n, eps, 0, eps, text)  # text-to-image: every step, from pure noise
+        if n == 0:
+            base = self.init_latent
         else:
-            base = self.init_latent if n == 0 else warp(state.latent, sched.motion(n), clip.motion.interpolation,
-                                                         clip.motion.padding)
-            start = start_index(clip.steps, float(sched.strength[n]))
-            x = mix_noise(base, eps, self.timesteps[start], float(sched.noise_scale[n]))
-        z = self._denoise(x, start, embedding_at(clip.prompts, self.embeddings, n))
+            motion = sched.motion_between(self.previous_frame(n), n)
+            base = self._ease(n, warp(state.latent, motion, clip.motion.interpolation, clip.motion.padding))
+        strength = clip.anchor_strength if self.anchors is not None and n > 0 else float(sched.strength[n])
+        start = start_index(clip.steps, strength)
+        return FrameInput(self, n, mix_noise(base, eps, self.timesteps[start], float(sched.noise_scale[n])), start,
+                          eps, text)
+
+    def finish(self, state: LoopState, work: FrameInput, z: Tensor) -> tuple[LoopState, Tensor]:
+        """Colour coherence and anchor easing on the denoised latent; the state for the next frame."""
+        n, clip = work.frame, self.clip
         color_ref = state.color_ref
         if clip.color_coherence != "none" and n > 0:
             reference = state.color_ref if clip.color_coherence == "match_first" else state.latent
             z = match_channel_stats(z, reference)  # on the latent carried forward, not only the picture
         if clip.color_coherence == "match_first" and n == 0:
             color_ref = z
-        return LoopState(n + 1, z, eps, color_ref), z
+        z = self._ease(n, z)
+        return LoopState(self.next_frame(n), z, work.eps, color_ref), z
 
-    def _denoise(self, x: Tensor, start: int, text: TextEmbedding) -> Tensor:
-        model = self.model
-        device, dtype = model.device, model.dtype
-        tokens, pooled = text.tokens[None].to(device, dtype), text.pooled[None].to(device, dtype)
-        txt_ids = torch.zeros(tokens.shape[1], 3, device=device, dtype=dtype)
-        guidance = (torch.full((1,), self.clip.guidance, device=device, dtype=torch.float32)
-                    if model.guidance_embeds else None)
+    def _ease(self, n: int, z: Tensor) -> Tensor:
+        """Near a segment's end, pull ``z`` toward the next anchor. Applied twice per frame: to the
+        warped latent before noising, so the frame is denoised from near the anchor and stays a
+        clean picture, and to the result, so the chain arrives at the anchor (measured in
+        bench/seams.py: together they give smaller seams than either alone)."""
+        ends, clip = self.ends, self.clip
+        if ends is None or ends.next_anchor is None:
+            return z
+        weight = blend_weight(n, ends.next_frame, ends.blend)
+        if weight <= 0:
+            return z
+        # The next anchor as it would look at this frame: its motion from here undone.
+        back = np.linalg.inv(self.schedules.motion_between(n, ends.next_frame))
+        aligned = warp(ends.next_anchor, back, clip.motion.interpolation, clip.motion.padding)
+        return torch.lerp(z, aligned, weight)
 
-        def velocity(packed: Tensor, t: float) -> Tensor:
-            v = model.transformer(hidden_states=packed.to(dtype), encoder_hidden_states=tokens, pooled_projections=pooled,
-                                  timestep=torch.full((1,), t, device=device, dtype=dtype), img_ids=self._img_ids,
-                                  txt_ids=txt_ids, guidance=guidance, return_dict=False)[0]
-            return v.float()  # Euler steps accumulate in float32
-
-        packed = pack(x.to(device=device, dtype=torch.float32))
-        out = denoise(velocity, packed, self.timesteps, start)
-        return unpack(out, self.latent_h, self.latent_w).cpu()
+    @torch.no_grad()
+    def step(self, state: LoopState) -> tuple[LoopState, Tensor]:
+        """Render frame ``state.frame``; returns the next state and the frame's latent z_n."""
+        given = self.given(state)
+        if given is not None:
+            return given
+        work = self.prepare(state)
+        return self.finish(state, work, denoise_together([work])[0])
 
     # -- a run of frames ----------------------------------------------------------------------
     def run(self, state: LoopState, stop: int, on_frame: Callable[[int, np.ndarray, LoopState], Any]) -> LoopState:
@@ -146,6 +227,96 @@ class Chain:
             state, z = self.step(state)
             on_frame(frame, decode(self.model, z), state)
         return state
+
+
+@torch.no_grad()
+def denoise_together(works: Sequence[FrameInput]) -> list[Tensor]:
+    """The Euler steps of several frames, one batched transformer forward per step.
+
+    The frames' chains share a model, schedule and size (:attr:`Chain.batch_key`); each frame
+    joins at its own start index. A batch of one is exactly the single-chain loop; a larger batch
+    differs only by float rounding in the batched matrix products."""
+    chain = works[0].chain
+    model, timesteps = chain.model, chain.timesteps
+    device, dtype = model.device, model.dtype
+    xs = [pack(w.x.to(device=device, dtype=torch.float32)) for w in works]
+    tokens = torch.stack([w.text.tokens for w in works]).to(device, dtype)
+    pooled = torch.stack([w.text.pooled for w in works]).to(device, dtype)
+    txt_ids = torch.zeros(tokens.shape[1], 3, device=device, dtype=dtype)
+    guidance = (torch.tensor([w.chain.clip.guidance for w in works], device=device, dtype=torch.float32)
+                if model.guidance_embeds else None)
+    for i in range(min(w.start for w in works), len(timesteps) - 1):
+        active = [k for k, w in enumerate(works) if w.start <= i]
+        pick = torch.tensor(active, device=device) if len(active) < len(works) else slice(None)
+        t, t_next = timesteps[i], timesteps[i + 1]
+        v = model.transformer(hidden_states=torch.cat([xs[k] for k in active]).to(dtype),
+                              encoder_hidden_states=tokens[pick], pooled_projections=pooled[pick],
+                              timestep=torch.full((len(active),), t, device=device, dtype=dtype),
+                              img_ids=chain._img_ids, txt_ids=txt_ids,
+                              guidance=None if guidance is None else guidance[pick], return_dict=False)[0]
+        for j, k in enumerate(active):
+            xs[k] = euler_step(xs[k], v[j : j + 1].float(), t, t_next)  # Euler steps accumulate in float32
+    return [unpack(x, chain.latent_h, chain.latent_w).cpu() for x in xs]
+
+
+@dataclass
+class Lane:
+    """One chain being advanced by :func:`advance`: where it stands and where its frames go."""
+
+    chain: Chain
+    state: LoopState
+    stop: int  # the frame it stops before
+    on_frame: Callable[[int, Tensor, LoopState, int], Any]  # (frame, z, state after it, chains advanced together)
+    error: BaseException | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.error is None and self.state.frame < self.stop
+
+
+def advance(lanes: Sequence[Lane]) -> None:
+    """Advance every lane to its stop, one frame per lane per round. Frames whose chains share a
+    batch key denoise together. A lane whose frame fails keeps its error and stops; the rest go on."""
+    while active := [lane for lane in lanes if lane.active]:
+        groups: dict[tuple[Any, ...], list[tuple[Lane, FrameInput]]] = {}
+        for lane in active:
+            try:
+                given = lane.chain.given(lane.state)
+                if given is not None:
+                    _deliver(lane, lane.state.frame, *given, together=1)
+                else:
+                    groups.setdefault(lane.chain.batch_key, []).append((lane, lane.chain.prepare(lane.state)))
+            except Exception as exc:
+                lane.error = exc
+        for group in groups.values():
+            try:
+                latents = denoise_together([work for _, work in group])
+            except Exception as exc:
+                for lane, _ in group:
+                    lane.error = exc
+                continue
+            for (lane, work), z in zip(group, latents):
+                try:
+                    state, z = lane.chain.finish(lane.state, work, z)
+                    _deliver(lane, work.frame, state, z, together=len(group))
+                except Exception as exc:
+                    lane.error = exc
+
+
+def _deliver(lane: Lane, frame: int, state: LoopState, z: Tensor, together: int) -> None:
+    lane.on_frame(frame, z, state, together)
+    lane.state = state  # only once the frame is safely handed on
+
+
+def seam_steps(latents: Mapping[int, Tensor], anchors: Sequence[int]) -> tuple[list[float], list[float]]:
+    """Mean absolute latent step onto each anchor after the first (the seams), and every other
+    frame step (inside segments): how visible the cuts between parallel segments are."""
+    frames = sorted(latents)
+    seams, inside = [], []
+    for before, after in zip(frames, frames[1:]):
+        step = float((latents[after] - latents[before]).abs().mean())
+        (seams if after in anchors[1:] else inside).append(step)
+    return seams, inside
 
 
 @torch.no_grad()

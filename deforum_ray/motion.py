@@ -10,6 +10,7 @@ multiplication, and translations are exact at any sub-pixel size (never rounded 
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -57,3 +58,14 @@ def warp(z: Tensor, matrix: np.ndarray, interpolation: str = "bicubic", padding:
     grid = F.affine_grid(theta.expand(b, 2, 3), [b, c, h, w], align_corners=False)
     out = F.grid_sample(z.double(), grid, mode=interpolation, padding_mode=padding, align_corners=False)
     return out.to(z.dtype)
+
+
+def compose(matrices: Iterable[np.ndarray]) -> np.ndarray:
+    """The one forward map equal to applying ``matrices`` in order, the first one first.
+
+    Motion accumulated over many frames is this product of the per-frame maps, exactly: zoom,
+    rotation and translation do not commute, so summing schedule values would be wrong."""
+    out = np.eye(3, dtype=np.float64)
+    for matrix in matrices:
+        out = np.asarray(matrix, dtype=np.float64) @ out
+    return out

@@ -1,7 +1,8 @@
 """RenderPlan: what a validated job will render, cut into the chains that run in parallel.
 
-A clip is one chain unless ``segment_length: N`` cuts it at anchor frames 0, N, 2N, ...; each
-segment ``[a_i, a_{i+1})`` then starts from its anchor. The ``job_id`` hashes everything that
+A clip is one chain unless ``segment_length: N`` cuts it at anchor frames 0, N, 2N, ...: the
+anchors render first as their own short chain, then every segment ``[a_i, a_{i+1})`` renders in
+parallel from its anchor (DESIGN.md section 3). The ``job_id`` hashes everything that
 changes pixels and nothing else (not the job name, fps, post-processing, storage or cluster), so
 re-running a job resumes into the same folder and a changed picture gets a new one.
 """
@@ -13,11 +14,13 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import numpy as np
+
 from .schedule import parse_schedule, start_indices
 from .spec import RENDER_KEYS, ClipSpec, JobSpec, spec_to_dict
 from .table import format_table
 
-PLAN_VERSION = 1  # bump when the renderer's pixels change for the same spec
+PLAN_VERSION = 2  # bump when the renderer's pixels change for the same spec (2: keyframe anchors)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,17 @@ def frame_passes(clip: ClipSpec) -> list[int]:
     return passes
 
 
+def clip_passes(clip: ClipSpec) -> int:
+    """Transformer passes for a whole clip. With anchors, each anchor after the first runs at
+    ``anchor_strength`` in the anchor chain, and its segment starts from it without denoising."""
+    passes = frame_passes(clip)
+    anchors = [seg.start for seg in cut_segments(clip)][1:]
+    if not anchors:
+        return sum(passes)
+    per_anchor = clip.steps - int(start_indices(np.array([clip.anchor_strength]), clip.steps)[0])
+    return sum(passes) - sum(passes[a] for a in anchors) + per_anchor * len(anchors)
+
+
 def cut_segments(clip: ClipSpec) -> tuple[Segment, ...]:
     length = clip.segment_length or clip.num_frames
     starts = range(0, clip.num_frames, length)
@@ -98,7 +112,7 @@ def pixel_tree(tree: Mapping[str, Any]) -> dict[str, Any]:
         "width": tree["width"],
         "height": tree["height"],
         "clips": [
-            {k: clip[k] for k in (*RENDER_KEYS, "name", "num_frames", "prompts", "init_image", "segment_length")}
+            {k: clip[k] for k in (*RENDER_KEYS, "name", "num_frames", "prompts", "init_image")}
             for clip in tree["clips"]
         ],
     }
@@ -130,7 +144,7 @@ def plan(spec: JobSpec) -> RenderPlan:
             name=clip.name,
             num_frames=clip.num_frames,
             segments=cut_segments(clip),
-            passes=sum(frame_passes(clip)),
+            passes=clip_passes(clip),
             prompt_keys=tuple(clip.prompts),
         )
         for clip in spec.clips
@@ -162,8 +176,11 @@ def format_plan(render_plan: RenderPlan, spec: JobSpec) -> str:
     ]
     rows.append(("total", str(p.total_frames), str(len(p.segments)), str(p.total_passes), "", "", ""))
     lines += format_table(header, rows, left=(0, 5, 6))
-    lines += ["", "segments (each is one sequential chain; chains run in parallel)"]
-    for c in p.clips:
+    lines += ["", "chains (each is sequential; chains run in parallel, a clip's segments after its anchors)"]
+    for c, clip in zip(p.clips, spec.clips):
+        if c.anchors:
+            lines.append(f"  {c.name}/anchors  frames {_frames(c.anchors)}  ({len(c.anchors)} anchors, "
+                         f"anchor_strength {clip.anchor_strength:g}, blend {clip.blend})")
         for seg in c.segments:
             anchor = f"  from anchor {seg.start}" if c.anchors else ""
             lines.append(f"  {seg.clip}/{seg.index}  frames {seg.start}-{seg.stop - 1}  ({seg.num_frames}){anchor}")

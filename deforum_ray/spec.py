@@ -135,6 +135,11 @@ class RenderSettings:
     subseed_strength: str = rule(schedule=True, bounds=UNIT)
     color_coherence: str = rule(choices=("none", "match_first", "match_frame"))
     motion: MotionSpec = rule(factory=MotionSpec)
+    # Keyframe anchors (DESIGN.md section 3): 0 renders a clip as one chain; N cuts it at anchor
+    # frames 0, N, 2N, ... whose segments render in parallel.
+    segment_length: int = rule(bounds=Bounds(0))
+    anchor_strength: float = rule(bounds=UNIT_OPEN_LO)  # re-diffusion of each anchor from the one before
+    blend: Optional[int] = rule(None, bounds=Bounds(0))  # a segment's last frames eased toward the next anchor; None: all
 
 
 @dataclass
@@ -143,7 +148,6 @@ class ClipSpec(RenderSettings):
     num_frames: int = rule(bounds=Bounds(1, 1_000_000))
     prompts: dict[int, str] = rule()
     init_image: Optional[str] = rule(None)  # path or fsspec URI
-    segment_length: int = rule(0, bounds=Bounds(0))  # 0: one chain; N: a keyframe anchor every N frames
 
 
 @dataclass
@@ -191,7 +195,7 @@ class JobSpec(RenderSettings):
 RENDER_KEYS = tuple(f.name for f in dataclasses.fields(RenderSettings))
 CLIP_ONLY_KEYS = tuple(f.name for f in dataclasses.fields(ClipSpec) if f.name not in RENDER_KEYS)
 JOB_ONLY_KEYS = tuple(f.name for f in dataclasses.fields(JobSpec) if f.name not in RENDER_KEYS)
-SHORTHAND_KEYS = ("prompts", "num_frames", "init_image", "segment_length")  # one clip, at top level
+SHORTHAND_KEYS = ("prompts", "num_frames", "init_image")  # one clip, at top level
 
 
 class SpecError(ValueError):
@@ -661,8 +665,28 @@ def _check_clip(
     if "strength" in values and isinstance(steps, int):
         _check_strength_runs_a_step(values["strength"], steps, clip.get("init_image") is not None,
                                     _schedule_path(path, raw, "strength"), label, errors)
+    _check_segments(path, raw, clip, label, errors)
     if check_paths and clip.get("init_image"):
         _check_init_image(clip["init_image"], _join(path, "init_image"), errors)
+
+
+def _check_segments(path: str, raw: Mapping[str, Any], clip: dict[str, Any], label: str, errors: list[str]) -> None:
+    """Anchors need room to blend, and their re-diffusion must run at least one step. Resolves
+    ``blend: null`` to the whole segment after its anchor, so the resolved spec says what renders."""
+    if clip.get("blend") is None and isinstance(clip.get("segment_length"), int):
+        clip["blend"] = max(clip["segment_length"] - 1, 0)
+    length, blend, strength, steps = (clip.get(k) for k in ("segment_length", "blend", "anchor_strength", "steps"))
+    if not all(isinstance(v, int) for v in (length, blend)) or not length:
+        return
+    if blend >= length:
+        where = _join(path, "blend") if "blend" in raw else "blend"
+        errors.append(f"{where}: must be < segment_length ({length}) so that a segment starts on its own anchor, "
+                      f"got {blend} for {label}")
+    if isinstance(strength, (int, float)) and isinstance(steps, int):
+        if steps - start_indices(np.array([float(strength)]), steps)[0] < 1:
+            where = _join(path, "anchor_strength") if "anchor_strength" in raw else "anchor_strength"
+            errors.append(f"{where}: {strength:g} runs 0 of {steps} steps for {label}; "
+                          f"use an anchor_strength above {0.5 / steps:g} or more steps")
 
 
 def _check_strength_runs_a_step(strength: np.ndarray, steps: int, has_init: bool, where: str, label: str,

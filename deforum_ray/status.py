@@ -18,6 +18,8 @@ class ClipStatus:
     segments: int
     last_checkpoint: int | None
     problems: int
+    anchors_done: int = 0
+    anchors: int = 0
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,11 @@ def job_status(store: RenderStore) -> JobStatus:
         done = sum(len(store.frames_done(clip["name"], s["index"])) for s in segments)
         finished = sum(1 for s in segments if store.exists(store.done_rel(clip["name"], s["index"]) + MARKER))
         checkpoints = [c for s in segments for c in store.checkpoint_frames(clip["name"], s["index"])]
-        problems = sum(1 for e in events if e["object"].startswith(f"segments/{clip['name']}/"))
+        anchors = clip.get("anchors", [])
+        anchors_done = len(set(anchors) & set(store.anchor_frames(clip["name"]))) if anchors else 0
+        problems = sum(1 for e in events if e["object"].startswith((f"segments/{clip['name']}/", f"anchors/{clip['name']}/")))
         clips.append(ClipStatus(clip["name"], done, clip["num_frames"], finished, len(segments),
-                                max(checkpoints) if checkpoints else None, problems))
+                                max(checkpoints) if checkpoints else None, problems, anchors_done, len(anchors)))
     video_rel = f"{manifest['job']}.mp4"
     video = store.url(video_rel) if store.exists(video_rel + MARKER) else None
     return JobStatus(manifest["job"], manifest["job_id"], store.url(), tuple(clips), video, tuple(events))
@@ -68,8 +72,9 @@ def find_jobs(uri: str, storage_options: dict[str, Any] | None = None) -> list[R
 
 def format_status(status: JobStatus) -> str:
     lines = [f"job {status.job}  id {status.job_id}  at {status.url}", ""]
-    header = ("clip", "frames", "segments done", "last checkpoint", "problems")
-    rows = [(c.name, f"{c.frames_done}/{c.num_frames}", f"{c.segments_done}/{c.segments}",
+    header = ("clip", "frames", "anchors", "segments done", "last checkpoint", "problems")
+    rows = [(c.name, f"{c.frames_done}/{c.num_frames}", f"{c.anchors_done}/{c.anchors}" if c.anchors else "-",
+             f"{c.segments_done}/{c.segments}",
              "-" if c.last_checkpoint is None else str(c.last_checkpoint), str(c.problems)) for c in status.clips]
     lines += format_table(header, rows)
     state = "complete" if status.complete else "incomplete: run the same render command again to resume"

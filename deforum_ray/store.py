@@ -4,10 +4,11 @@ Layout (DESIGN.md section 4)::
 
     <output.uri>/<job_name>-<job_id>/
       spec.yaml  manifest.json
+      anchors/<clip>/<frame:06d>.safetensors               loop state after anchor <frame>
       segments/<clip>/<seg>/frames/<frame:06d>.png
       segments/<clip>/<seg>/ckpt/<frame:06d>.safetensors   loop state before <frame>
       segments/<clip>/<seg>/DONE.json
-      runlog/<worker>-<time>-<n>.parquet                   one row per rendered frame
+      runlog/<worker>-<time>-<n>.parquet                   one row per rendered frame (segment -1: an anchor)
       events/<time>-<n>.json                               problems found (corrupt objects, failures)
       <job_name>.mp4
 
@@ -34,7 +35,7 @@ import fsspec
 import numpy as np
 
 MARKER = ".ok"
-RUNLOG_COLUMNS = ("clip", "segment", "frame", "worker", "seconds", "timestamp")
+RUNLOG_COLUMNS = ("clip", "segment", "frame", "worker", "chains", "seconds", "timestamp")  # chains: advanced together
 
 
 def worker_name() -> str:
@@ -187,27 +188,40 @@ class RenderStore:
         """Frames with a marker (from a listing: cheap, contents not checked)."""
         return [int(n[:-4]) for n in self.vouched_names(f"{self.segment_rel(clip, segment)}/frames") if n.endswith(".png")]
 
-    # -- checkpoints ----------------------------------------------------------------------------
-    def put_checkpoint(self, clip: str, segment: int, frame: int, tensors: Mapping[str, Any]) -> None:
+    # -- checkpoints and anchors: loop states as safetensors ------------------------------------
+    def put_tensors(self, rel: str, tensors: Mapping[str, Any]) -> None:
         from safetensors.torch import save
 
-        self.put(self.checkpoint_rel(clip, segment, frame), save(dict(tensors), metadata={"frame": str(frame)}))
+        self.put(rel, save(dict(tensors)))
+
+    def get_tensors(self, rel: str) -> dict[str, Any] | None:
+        from safetensors.torch import load
+
+        data = self.get(rel)
+        if data is None:
+            return None
+        try:
+            return load(data)
+        except Exception as exc:  # vouched bytes that do not parse: written wrong, never use
+            self.event("corrupt", rel, f"unreadable safetensors: {exc}")
+            return None
+
+    def put_checkpoint(self, clip: str, segment: int, frame: int, tensors: Mapping[str, Any]) -> None:
+        self.put_tensors(self.checkpoint_rel(clip, segment, frame), tensors)
 
     def checkpoint_frames(self, clip: str, segment: int) -> list[int]:
         names = self.vouched_names(f"{self.segment_rel(clip, segment)}/ckpt")
         return [int(n.split(".")[0]) for n in names if n.endswith(".safetensors")]
 
     def get_checkpoint(self, clip: str, segment: int, frame: int) -> dict[str, Any] | None:
-        from safetensors.torch import load
+        return self.get_tensors(self.checkpoint_rel(clip, segment, frame))
 
-        data = self.get(self.checkpoint_rel(clip, segment, frame))
-        if data is None:
-            return None
-        try:
-            return load(data)
-        except Exception as exc:  # vouched bytes that do not parse: written wrong, never use
-            self.event("corrupt", self.checkpoint_rel(clip, segment, frame), f"unreadable safetensors: {exc}")
-            return None
+    @staticmethod
+    def anchor_rel(clip: str, frame: int) -> str:
+        return f"anchors/{clip}/{frame:06d}.safetensors"
+
+    def anchor_frames(self, clip: str) -> list[int]:
+        return [int(n.split(".")[0]) for n in self.vouched_names(f"anchors/{clip}") if n.endswith(".safetensors")]
 
     # -- run log and events -------------------------------------------------------------------
     def put_runlog(self, rows: Sequence[Mapping[str, Any]], worker: str) -> None:

@@ -1,7 +1,7 @@
 """Rendering one chain of frames into the store, resumably.
 
-A chain is a run of frames where frame n needs frame n-1 (a whole clip, or one segment of it).
-Frames are written as they come; every ``checkpoint_every`` frames the whole loop state is
+A chain is a run of frames where frame n needs frame n-1: a whole clip, a clip's anchor chain,
+or one segment between two anchors (DESIGN.md section 3). Frames are written as they come; every ``checkpoint_every`` frames the whole loop state is
 checkpointed and the run log flushed; each segment gets a DONE marker when its last frame is in.
 Resuming finds the first frame the store cannot vouch for and restarts from the newest good
 checkpoint at or before it, so a resumed chain repeats at most ``checkpoint_every`` frames and
@@ -12,25 +12,32 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .errors import first_line
-from .loop import Chain, LoopState
-from .plan import Segment
+from .loop import Chain, Lane, LoopState, SegmentEnds, advance, decode
+from .plan import ClipPlan, Segment
 from .store import RenderStore, worker_name
+
+
+CLIP, ANCHORS, SEGMENT = "clip", "anchors", "segment"  # what a ChainTask renders
 
 
 @dataclass(frozen=True)
 class ChainTask:
-    """Frames ``start ... stop - 1`` of one clip, written into the folders of ``segments``."""
+    """One sequential chain of a clip: the whole clip, its anchor chain, or one anchored segment.
+
+    ``clip`` and ``segment`` tasks write frames ``start ... stop - 1`` into the folders of
+    ``segments``; an ``anchors`` task writes the loop state after each segment's first frame."""
 
     clip: str
     start: int
     stop: int
     segments: tuple[Segment, ...]
+    kind: str = CLIP
 
     def segment_of(self, frame: int) -> int:
         for seg in self.segments:
@@ -42,18 +49,40 @@ class ChainTask:
     def num_frames(self) -> int:
         return self.stop - self.start
 
+    @property
+    def anchors(self) -> tuple[int, ...]:
+        return tuple(seg.start for seg in self.segments)
+
+    @property
+    def label(self) -> str:
+        """How messages and tables name it: ``a``, ``a/anchors``, ``a/3``."""
+        if self.kind == ANCHORS:
+            return f"{self.clip}/anchors"
+        return f"{self.clip}/{self.segments[0].index}" if self.kind == SEGMENT else self.clip
+
+
+def chain_tasks(clip: ClipPlan) -> tuple[ChainTask | None, list[ChainTask]]:
+    """(the anchor chain, if the clip has anchors; the chains that write its frames)."""
+    if not clip.anchors:
+        return None, [ChainTask(clip.name, 0, clip.num_frames, clip.segments)]
+    anchors = ChainTask(clip.name, 0, clip.num_frames, clip.segments, ANCHORS)
+    return anchors, [ChainTask(clip.name, seg.start, seg.stop, (seg,), SEGMENT) for seg in clip.segments]
+
 
 @dataclass(frozen=True)
 class ResumePoint:
     """Where a chain continues: ``state`` is None when nothing is left to render."""
 
     state: LoopState | None
-    frames_done: int  # frames before the resume point, already in the store
+    frames_done: int  # frames (anchors, for an anchor chain) before the resume point, already stored
     from_checkpoint: int | None
 
 
-def find_resume_point(store: RenderStore, task: ChainTask, initial: LoopState, fresh: bool = False) -> ResumePoint:
+def find_resume_point(store: RenderStore, task: ChainTask, fresh: bool = False) -> ResumePoint:
     """The newest good checkpoint at or before the first frame the store cannot vouch for."""
+    initial = LoopState(task.start)
+    if task.kind == ANCHORS:
+        return _anchor_resume_point(store, task, fresh)
     if fresh:
         return ResumePoint(initial, 0, None)
     frames = range(task.start, task.stop)
@@ -80,6 +109,45 @@ def find_resume_point(store: RenderStore, task: ChainTask, initial: LoopState, f
     return ResumePoint(initial, 0, None)
 
 
+def _anchor_resume_point(store: RenderStore, task: ChainTask, fresh: bool) -> ResumePoint:
+    """After the last of the leading anchors the store holds intact (each anchor is its own
+    checkpoint). Every one is read: a segment starts from any of them."""
+    anchors = task.anchors
+    if fresh:
+        return ResumePoint(LoopState(0), 0, None)
+    stored = set(store.anchor_frames(task.clip))
+    before: LoopState | None = None
+    for i, anchor in enumerate(anchors):
+        state = load_anchor(store, task.clip, anchor) if anchor in stored else None
+        expected = anchors[i + 1] if i + 1 < len(anchors) else task.stop
+        if state is None or state.frame != expected:
+            if state is not None:
+                store.event("corrupt", store.anchor_rel(task.clip, anchor),
+                            f"holds the state before frame {state.frame}, expected {expected}")
+            return ResumePoint(before or LoopState(0), i, anchors[i - 1] if i else None)
+        before = state
+    return ResumePoint(None, len(anchors), anchors[-1])
+
+
+def load_anchor(store: RenderStore, clip: str, frame: int) -> LoopState | None:
+    """The anchor chain's state after anchor ``frame`` (its ``frame`` is the next anchor)."""
+    tensors = store.get_tensors(store.anchor_rel(clip, frame))
+    return None if tensors is None else LoopState.from_tensors(tensors)
+
+
+def segment_ends(store: RenderStore, task: ChainTask, num_frames: int, blend: int) -> SegmentEnds:
+    """A segment's anchors from the store: the one it starts on and the one it eases toward."""
+    seg = task.segments[0]
+    first = load_anchor(store, task.clip, seg.start)
+    if first is None:
+        raise RuntimeError(f"anchor {seg.start} is missing from the store; render the anchor chain first")
+    following = load_anchor(store, task.clip, seg.stop) if seg.stop < num_frames else None
+    if seg.stop < num_frames and following is None:
+        raise RuntimeError(f"anchor {seg.stop} is missing from the store; render the anchor chain first")
+    return SegmentEnds(replace(first, frame=seg.start + 1), None if following is None else following.latent,
+                       seg.stop, blend)
+
+
 def _write_done(store: RenderStore, clip: str, seg: Segment, known: dict[int, str]) -> None:
     """DONE marker for a segment, with every frame's hash: from this run where it rendered the
     frame, else from the store (a segment begun by an earlier run)."""
@@ -95,54 +163,63 @@ def _write_done(store: RenderStore, clip: str, seg: Segment, known: dict[int, st
     store.write_json(store.done_rel(clip, seg.index), body)
 
 
-def render_chain(
-    chain: Chain,
-    store: RenderStore,
-    task: ChainTask,
-    resume: ResumePoint,
-    *,
-    checkpoint_every: int,
-    on_frame: Callable[[int, np.ndarray, LoopState], Any] | None = None,
-    worker: str | None = None,
-) -> LoopState | None:
-    """Render the rest of a chain from its resume point; returns the final loop state."""
-    if resume.state is None:
-        return None
-    worker = worker or worker_name()
-    pending: list[dict[str, Any]] = []
-    hashes: dict[int, str] = {}
-    last = time.perf_counter()
+class RunLog:
+    """Run-log rows of one chain, flushed to the store after each checkpoint and at the end."""
 
-    def write(frame: int, rgb: np.ndarray, state: LoopState) -> None:
-        nonlocal last
-        segment = task.segment_of(frame)
-        hashes[frame] = store.write_frame(task.clip, segment, frame, rgb)
+    def __init__(self, store: RenderStore, clip: str, worker: str):
+        self.store, self.clip, self.worker = store, clip, worker
+        self.pending: list[dict[str, Any]] = []
+        self.last = time.perf_counter()
+
+    def add(self, segment: int, frame: int, together: int) -> None:
         now = time.perf_counter()
-        pending.append({"clip": task.clip, "segment": segment, "frame": frame, "worker": worker,
-                        "seconds": now - last, "timestamp": time.time()})
-        last = now
-        if frame + 1 < task.stop and (frame + 1 - task.start) % checkpoint_every == 0:
+        self.pending.append({"clip": self.clip, "segment": segment, "frame": frame, "worker": self.worker,
+                             "chains": together, "seconds": now - self.last, "timestamp": time.time()})
+        self.last = now
+
+    def flush(self) -> None:
+        if self.pending:
+            self.store.put_runlog(list(self.pending), self.worker)
+            self.pending.clear()
+
+
+class FrameWriter:
+    """Takes a chain's frames: decodes and writes each, checkpoints the loop state every
+    ``checkpoint_every`` frames, and marks each segment DONE when its last frame is in."""
+
+    def __init__(self, store: RenderStore, task: ChainTask, model: Any, checkpoint_every: int, worker: str,
+                 on_frame: Callable[[int, np.ndarray, LoopState], Any] | None = None):
+        self.store, self.task, self.model, self.every = store, task, model, checkpoint_every
+        self.on_frame = on_frame
+        self.log = RunLog(store, task.clip, worker)
+        self.hashes: dict[int, str] = {}
+
+    def __call__(self, frame: int, z: Any, state: LoopState, together: int = 1) -> None:
+        store, task = self.store, self.task
+        rgb = decode(self.model, z)
+        segment = task.segment_of(frame)
+        self.hashes[frame] = store.write_frame(task.clip, segment, frame, rgb)
+        self.log.add(segment, frame, together)
+        if frame + 1 < task.stop and (frame + 1 - task.start) % self.every == 0:
             store.put_checkpoint(task.clip, task.segment_of(frame + 1), frame + 1, state.tensors())
-            _flush(store, pending, worker)  # after the checkpoint: logged frames are never redone
-        for seg in _segments_ending_at(task.segments, frame):
-            _write_done(store, task.clip, seg, {n: hashes[n] for n in range(seg.start, seg.stop) if n in hashes})
-        if on_frame is not None:
-            on_frame(frame, rgb, state)
-
-    try:
-        return chain.run(resume.state, task.stop, write)
-    finally:
-        _flush(store, pending, worker)  # Ctrl-C or an error: keep what was logged
+            self.log.flush()  # after the checkpoint: logged frames are never redone
+        for seg in task.segments:
+            if seg.stop - 1 == frame:
+                _write_done(store, task.clip, seg, {n: self.hashes[n] for n in range(seg.start, seg.stop) if n in self.hashes})
+        if self.on_frame is not None:
+            self.on_frame(frame, rgb, state)
 
 
-def _segments_ending_at(segments: Sequence[Segment], frame: int) -> list[Segment]:
-    return [seg for seg in segments if seg.stop - 1 == frame]
+class AnchorWriter:
+    """Takes an anchor chain's frames: stores the loop state after each anchor (its checkpoint)."""
 
+    def __init__(self, store: RenderStore, task: ChainTask, worker: str):
+        self.store, self.task = store, task
+        self.log = RunLog(store, task.clip, worker)
 
-def _flush(store: RenderStore, pending: list[dict[str, Any]], worker: str) -> None:
-    if pending:
-        store.put_runlog(list(pending), worker)
-        pending.clear()
+    def __call__(self, frame: int, z: Any, state: LoopState, together: int = 1) -> None:
+        self.store.put_tensors(self.store.anchor_rel(self.task.clip, frame), state.tensors())
+        self.log.add(-1, frame, together)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,14 +227,16 @@ def _flush(store: RenderStore, pending: list[dict[str, Any]], worker: str) -> No
 
 
 class ChainError(RuntimeError):
-    """A chain that failed; names the clip and the frame it was on."""
+    """A chain that failed; names the clip (and segment) and the frame it was on."""
 
-    def __init__(self, clip: str, frame: int, message: str):
-        self.clip, self.frame, self.message = clip, frame, message
-        super().__init__(f"clip {clip!r} failed at frame {frame}: {message}")
+    def __init__(self, label: str, frame: int, message: str):
+        self.label, self.frame, self.message = label, frame, message
+        clip, _, part = label.partition("/")
+        where = "" if not part else " anchor chain" if part == ANCHORS else f" segment {part}"
+        super().__init__(f"clip {clip!r}{where} failed at frame {frame}: {message}")
 
     def __reduce__(self):  # travels back to the driver through Ray intact
-        return ChainError, (self.clip, self.frame, self.message)
+        return ChainError, (self.label, self.frame, self.message)
 
 
 @dataclass(frozen=True)
@@ -177,13 +256,13 @@ class ChainJob:
 
 @dataclass(frozen=True)
 class ChainReport:
-    clip: str
-    start: int
-    stop: int
-    frames_rendered: int
+    label: str
+    kind: str
+    frames_rendered: int  # anchors, for an anchor chain
     seconds: float
     worker: str
     resumed_from: int | None
+    advanced_together: int = 1  # the most chains this worker advanced in one batch
 
 
 class Progress:
@@ -200,8 +279,37 @@ class Progress:
         return events
 
 
+class InProcess:
+    """An object called the way a Ray actor handle is (``handle.method.remote(...)``), in this
+    process: lets benches and tests drive a FluxWorker with a Progress without Ray."""
+
+    def __init__(self, target: Any):
+        self._target = target
+
+    def __getattr__(self, name: str) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(remote=getattr(self._target, name))
+
+
+@dataclass
+class _Run:
+    """One chain on a worker: its job, where it resumed, and the lane that advances it."""
+
+    job: ChainJob
+    resume: ResumePoint
+    lane: Lane
+    sink: Any
+    together: int = 1
+
+    def on_frame(self, frame: int, z: Any, state: LoopState, together: int) -> None:
+        self.together = max(self.together, together)
+        self.sink(frame, z, state, together)
+
+
 class FluxWorker:
-    """Loads its model once and renders every chain it is given into the store."""
+    """Loads its model once and renders the chains it is given into the store, up to
+    ``cluster.chains_per_worker`` of them advanced together through one batched forward."""
 
     def __init__(self, model_spec: Any, threads: int | None = None, device: str | None = None, offload: bool = False):
         import torch
@@ -224,31 +332,90 @@ class FluxWorker:
     def release_text_encoders(self) -> None:
         self.model.release_text_encoders()
 
-    def render(self, job: ChainJob, embeddings: dict[str, Any], progress: Any = None) -> ChainReport:
+    def render(self, jobs: Sequence[ChainJob], embeddings: dict[str, Any],
+               progress: Any = None) -> list[ChainReport | ChainError]:
+        """Render every job's chain, all advancing together; one result per job, in order: its
+        report, or the ChainError it failed with (the other chains still finish)."""
+        started = time.perf_counter()
+        results: list[ChainReport | ChainError | None] = [None] * len(jobs)
+        runs: dict[int, _Run] = {}
+        for i, job in enumerate(jobs):
+            try:
+                run = self._open(job, embeddings, progress)
+            except Exception as exc:
+                results[i] = ChainError(job.task.label, job.task.start, first_line(exc))
+                continue
+            if run.resume.state is None:
+                results[i] = ChainReport(job.task.label, job.task.kind, 0, 0.0, self.name, None)
+            else:
+                runs[i] = run
+        try:
+            advance([run.lane for run in runs.values()])
+        finally:
+            for run in runs.values():
+                run.sink.log.flush()  # Ctrl-C or an error: keep what was logged
+        for i, run in runs.items():
+            task, lane = run.job.task, run.lane
+            if lane.error is not None:
+                results[i] = ChainError(task.label, lane.state.frame, first_line(lane.error))
+            else:
+                done = _count(task, run.resume.state.frame, lane.state.frame)
+                results[i] = ChainReport(task.label, task.kind, done, time.perf_counter() - started, self.name,
+                                         run.resume.from_checkpoint, run.together)
+        return results  # type: ignore[return-value]
+
+    def _open(self, job: ChainJob, embeddings: dict[str, Any], progress: Any) -> _Run:
         from .loop import encode, load_image
 
-        started = time.perf_counter()
         task, clip = job.task, job.clip
         store = RenderStore(job.store_uri, job.storage_options)
-        frame = task.start
-        try:
-            resume = find_resume_point(store, task, LoopState(), job.fresh)
-            if resume.state is None:
-                return ChainReport(task.clip, task.start, task.stop, 0, 0.0, self.name, None)
-            frame = resume.state.frame
-            init = encode(self.model, load_image(clip.init_image, job.width, job.height)) if clip.init_image else None
-            chain = Chain(self.model, clip, job.width, job.height, embeddings, init)
-
-            def on_frame(n: int, rgb: np.ndarray, state: LoopState) -> None:
-                nonlocal frame
-                frame = n + 1
+        resume = find_resume_point(store, task, job.fresh)
+        if resume.state is None:
+            return _Run(job, resume, None, None)  # type: ignore[arg-type]
+        ends = segment_ends(store, task, clip.num_frames, clip.blend) if task.kind == SEGMENT else None
+        init = None
+        if clip.init_image and task.kind != SEGMENT and resume.state.frame == 0:
+            init = encode(self.model, load_image(clip.init_image, job.width, job.height))
+        chain = Chain(self.model, clip, job.width, job.height, embeddings, init,
+                      anchors=task.anchors if task.kind == ANCHORS else None, ends=ends)
+        if task.kind == ANCHORS:
+            sink: Any = AnchorWriter(store, task, self.name)
+        else:
+            def report(n: int, rgb: np.ndarray, state: LoopState) -> None:
                 if progress is not None:
                     progress.frame.remote(task.clip, n, state.latent if job.send_latents else None)
 
-            render_chain(chain, store, task, resume, checkpoint_every=job.checkpoint_every, on_frame=on_frame,
-                         worker=self.name)
-        except Exception as exc:
-            raise ChainError(task.clip, frame, first_line(exc)) from exc
-        rendered = task.stop - resume.state.frame if resume.state is not None else 0
-        return ChainReport(task.clip, task.start, task.stop, rendered, time.perf_counter() - started, self.name,
-                           resume.from_checkpoint)
+            sink = FrameWriter(store, task, self.model, job.checkpoint_every, self.name, report)
+        run = _Run(job, resume, None, sink)  # type: ignore[arg-type]
+        run.lane = Lane(chain, resume.state, task.stop, run.on_frame)
+        return run
+
+
+def _count(task: ChainTask, first: int, stop: int) -> int:
+    """Frames (anchors, for an anchor chain) rendered between two states of a chain."""
+    if task.kind == ANCHORS:
+        return sum(1 for a in task.anchors if first <= a < stop)
+    return stop - first
+
+
+def render_clip_here(worker: FluxWorker, spec: Any, clip_name: str, store_uri: str,
+                     chains_per_call: int = 1) -> dict[int, Any]:
+    """Render one clip of a job into the job folder ``store_uri``, in this process and without
+    Ray: its anchors, then its chains ``chains_per_call`` at a time through :meth:`FluxWorker.render`. Returns every frame's latent
+    (for measurements: seams, batching tolerance). Raises the first chain's error."""
+    from .plan import plan
+
+    clip_plan = next(c for c in plan(spec).clips if c.name == clip_name)
+    clip = next(c for c in spec.clips if c.name == clip_name)
+    anchors, frame_tasks = chain_tasks(clip_plan)
+    embeddings = worker.embed(list(clip.prompts.values()))
+    progress = Progress()
+    calls = ([[anchors]] if anchors else []) + [frame_tasks[i : i + chains_per_call]
+                                                for i in range(0, len(frame_tasks), chains_per_call)]
+    for tasks in calls:
+        jobs = [ChainJob(t, clip, spec.width, spec.height, store_uri, dict(spec.output.storage_options),
+                         spec.cluster.checkpoint_every, send_latents=True) for t in tasks]
+        for result in worker.render(jobs, embeddings, InProcess(progress)):
+            if isinstance(result, ChainError):
+                raise result
+    return {frame: latent for _, frame, latent in progress.drain()}

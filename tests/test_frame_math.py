@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import REPO
 from deforum_ray.color import channel_stats, match_channel_stats
 from deforum_ray.models import build_tiny
-from deforum_ray.motion import motion_matrix, warp
+from deforum_ray.motion import compose, motion_matrix, warp
 from deforum_ray.noise import derive_seed, frame_noise, gaussian, slerp
 from deforum_ray.prompts import blend_weights, embedding_at, encode_prompts
 from deforum_ray.sampling import (
@@ -277,6 +278,48 @@ def test_motion_matrices_compose():
     wrong_order = warp(z, a @ b, "bicubic", "zeros")
     assert (twice - once).abs().max() < 0.03  # equal up to one extra resampling (measured 0.021)
     assert (twice - wrong_order).abs().max() > 0.2
+
+
+def test_composed_motion_is_the_product_of_the_frames_maps_in_order():
+    maps = [motion_matrix(1.0 + 0.01 * n, 0.7 * n, 3.0 - n, 0.5 * n) for n in range(1, 9)]
+    point = np.array([37.0, -12.0, 1.0])
+    step_by_step = point
+    for m in maps:
+        step_by_step = m @ step_by_step
+    assert np.allclose(compose(maps) @ point, step_by_step, rtol=0, atol=1e-12)
+    assert np.array_equal(compose(maps[:1]), maps[0])  # one frame: exactly its own map
+    assert not np.allclose(compose(maps[::-1]) @ point, step_by_step)  # order matters
+    # not the map of the summed schedule values
+    summed = motion_matrix(1.0 + sum(0.01 * n for n in range(1, 9)), sum(0.7 * n for n in range(1, 9)),
+                           sum(3.0 - n for n in range(1, 9)), sum(0.5 * n for n in range(1, 9)))
+    assert not np.allclose(compose(maps), summed, atol=1e-3)
+
+
+def test_whole_cell_shifts_compose_exactly():
+    z = torch.randn(1, 4, 12, 16, generator=torch.Generator().manual_seed(3))
+    steps = [motion_matrix(1.0, 0.0, 8.0, 16.0), motion_matrix(1.0, 0.0, 16.0, 8.0)]  # edges replicate alike
+    once = warp(z, compose(steps), "bicubic", "border")
+    twice = warp(warp(z, steps[0], "bicubic", "border"), steps[1], "bicubic", "border")
+    assert torch.equal(once, twice)
+
+
+def test_motion_between_frames_uses_every_frame_of_the_gap(tmp_path):
+    from deforum_ray.loop import FrameSchedules
+    from deforum_ray.spec import load_job
+
+    spec = load_job(REPO / "jobs/demo.yaml", [f"output.uri={tmp_path}"])
+    sched = FrameSchedules.of(spec.clips[0])
+    assert np.array_equal(sched.motion_between(4, 5), sched.motion(5))
+    assert np.allclose(sched.motion_between(0, 12), sched.motion_between(6, 12) @ sched.motion_between(0, 6), atol=1e-12)
+    assert np.allclose(sched.motion_between(3, 3), np.eye(3))
+
+
+@pytest.mark.parametrize(("frame", "weight"), [(3, 0.0), (4, 0.0), (5, 0.25), (6, 0.5), (7, 0.75), (8, 0.0)])
+def test_blend_weight_ramps_over_the_last_frames_before_the_next_anchor(frame, weight):
+    from deforum_ray.loop import blend_weight
+
+    assert blend_weight(frame, next_anchor=8, blend=3) == weight
+    assert blend_weight(frame, next_anchor=8, blend=0) == 0.0
 
 
 def test_warp_rejects_unknown_modes():

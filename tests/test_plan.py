@@ -81,5 +81,14 @@ def test_format_plan_is_readable(tmp_path):
     assert row.split()[:5] == ["lighthouse", "24", "2", "50", "42"]
     total = next(line for line in lines if line.startswith("total"))
     assert total.split() == ["total", "48", "3", "100"]
+    assert "  lighthouse/anchors  frames 0, 12  (2 anchors, anchor_strength 0.6, blend 11)" in lines
     assert "  lighthouse/1  frames 12-23  (12)  from anchor 12" in lines
     assert any(line.startswith("video 48 frames") for line in lines)
+
+
+def test_anchor_passes_replace_the_anchor_frames_passes(tmp_path):
+    plain = plan(demo(tmp_path, "clips.1.num_frames=2")).clips[0].passes
+    assert plain == 4 + 23 * 2  # strength 0.5 of 4 steps: 2 passes a frame after the first
+    strong = plan(demo(tmp_path, "clips.1.num_frames=2", "segment_length=6", "anchor_strength=0.9")).clips[0]
+    assert strong.anchors == (0, 6, 12, 18)
+    assert strong.passes == plain - 3 * 2 + 3 * 4  # anchors 6, 12, 18 run 4 passes (round(4 * 0.1) = 0)

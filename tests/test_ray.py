@@ -59,6 +59,54 @@ def test_two_workers_render_the_same_frames_as_one(one_worker_render, tmp_path):
     assert {r.worker for r in two.reports} == workers_two  # the reports name the same workers
 
 
+def one_long_clip(out: Path, frames: int = 40, segment_length: int = 8, **top) -> dict:
+    job = three_clips(out, frames=frames, segment_length=segment_length, **top)
+    job["clips"] = job["clips"][2:]  # clip c: slerp noise, zoom and pan
+    return job
+
+
+@pytest.fixture(scope="module")
+def segmented_on_one_worker(ray_cluster, tmp_path_factory):
+    out = tmp_path_factory.mktemp("segments-one")
+    return render(load_job(one_long_clip(out), ["cluster.num_workers=1"]), progress=False)
+
+
+def test_a_segmented_clip_renders_the_same_frames_on_one_and_two_workers(segmented_on_one_worker, tmp_path):
+    two = render(load_job(one_long_clip(tmp_path), ["cluster.num_workers=2"]), progress=False)
+    assert frame_hashes(two.output_dir) == frame_hashes(segmented_on_one_worker.output_dir)
+    assert len(frame_hashes(two.output_dir)) == 40
+    rows = RenderStore(two.output_dir).read_runlog()
+    anchor_rows = [r for r in rows if r["segment"] == -1]
+    assert sorted(r["frame"] for r in anchor_rows) == [0, 8, 16, 24, 32]  # stage 1: the anchor chain, once
+    frame_rows = [r for r in rows if r["segment"] >= 0]
+    assert sorted(r["frame"] for r in frame_rows) == list(range(40))  # stage 2: every frame once
+    assert max(r["timestamp"] for r in anchor_rows) < min(r["timestamp"] for r in frame_rows)
+    by_worker = {w: {r["segment"] for r in frame_rows if r["worker"] == w} for w in {r["worker"] for r in frame_rows}}
+    assert len(by_worker) == 2 and all(by_worker.values())  # the one clip's segments ran on both workers
+    assert sorted(set().union(*by_worker.values())) == [0, 1, 2, 3, 4]
+    assert [r.label for r in two.reports][0] == "c/anchors"
+    assert sorted(r.label for r in two.reports[1:]) == [f"c/{i}" for i in range(5)]
+    assert Path(two.video).is_file()
+
+
+def test_two_chains_per_worker_give_the_same_frames_within_one_level(segmented_on_one_worker, tmp_path):
+    batched = render(load_job(one_long_clip(tmp_path), ["cluster.num_workers=1", "cluster.chains_per_worker=2"]),
+                     progress=False)
+    ours, reference = Path(batched.output_dir), Path(segmented_on_one_worker.output_dir)
+    paths = sorted(p.relative_to(reference) for p in reference.glob("segments/*/*/frames/*.png"))
+    assert len(paths) == 40 and sorted(p.relative_to(ours) for p in ours.glob("segments/*/*/frames/*.png")) == paths
+    worst = max(np.abs(np.asarray(Image.open(ours / p), np.int16) - np.asarray(Image.open(reference / p), np.int16)).max()
+                for p in paths)
+    assert worst <= 1  # batched matmuls round differently: latents within 1e-6, pixels within one level
+    rows = RenderStore(str(ours)).read_runlog()
+    assert len({r["worker"] for r in rows}) == 1
+    together = [r for r in rows if r["chains"] == 2]
+    assert {r["segment"] for r in together} == {0, 1, 2, 3}  # segment 4 had no partner left
+    first_two = sorted((r["timestamp"], r["segment"]) for r in together if r["segment"] in (0, 1))
+    assert [seg for _, seg in first_two[:4]] in ([0, 1, 0, 1], [1, 0, 1, 0])  # advanced frame by frame, together
+    assert {r.advanced_together for r in batched.reports if r.kind == "segment"} == {1, 2}
+
+
 def test_a_killed_worker_is_replaced_and_the_job_finishes_identically(ray_cluster, tmp_path):
     job = three_clips(tmp_path / "undisturbed", frames=60)
     reference = render(load_job(job, ["cluster.num_workers=1"]), progress=False)

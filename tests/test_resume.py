@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import signal
 from pathlib import Path
 
@@ -150,3 +151,69 @@ def test_non_pixel_changes_reuse_the_render(tmp_path):
     again = cli("render", str(job), f"output.uri={out}", "fps=24", "post.loop=true", "--no-progress")
     assert again.returncode == 0, again.stderr
     assert "rendered 0 frames (18 already done)" in again.stderr
+
+
+# --- a clip cut into keyframe-anchored segments ---------------------------------------------------
+
+SEGMENTED = {"segment_length": 12}
+
+
+@pytest.fixture(scope="module")
+def segmented_reference(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("segmented-reference")
+    result = cli("render", str(write_job(folder, frames=60, **SEGMENTED)), f"output.uri={folder / 'out'}", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    hashes = frame_hashes(Path(result.stdout.strip().splitlines()[-1]).parent)
+    assert len(hashes) == 72 and sum(1 for h in hashes if h.startswith("segments/long/4/")) == 12
+    return hashes
+
+
+def long_frames_written(out: Path) -> int:
+    return sum(1 for _ in out.glob("*/segments/long/*/frames/*.png.ok"))
+
+
+def test_a_segmented_render_killed_midway_resumes_bit_identically(tmp_path, segmented_reference):
+    out = tmp_path / "out"
+    job = write_job(tmp_path, frames=60, **SEGMENTED)
+    process = start_cli("render", str(job), f"output.uri={out}", "--no-progress")
+    stop_when(process, lambda: long_frames_written(out) >= 30)  # anchors done, mid-way through segment 2
+    assert process.returncode == -signal.SIGKILL
+    killed_at = long_frames_written(out)
+    assert killed_at < 60
+
+    again = cli("render", str(job), f"output.uri={out}", "--no-progress")
+    assert again.returncode == 0, again.stderr
+    job_dir = only_job_dir(out)
+    assert frame_hashes(job_dir) == segmented_reference
+    rows = RenderStore(str(job_dir)).read_runlog()
+    second = max(rows, key=lambda r: r["timestamp"])["worker"]
+    assert not [r for r in rows if r["worker"] == second and r["segment"] == -1]  # anchors were all kept
+    redone = [r for r in rows if r["worker"] == second and r["clip"] == "long"]
+    assert len(redone) <= 60 - killed_at + EVERY  # finished segments kept; at most a checkpoint's worth again
+    status = cli("status", str(out)).stdout
+    assert "complete" in status
+    assert re.search(r"^long\s+60/60\s+5/5\s+5/5\s", status, re.M), status  # frames, anchors, segments
+
+
+def test_a_corrupt_anchor_is_rendered_again_and_its_segments_follow(tmp_path, segmented_reference):
+    out = tmp_path / "out"
+    job = write_job(tmp_path, frames=60, **SEGMENTED)
+    assert cli("render", str(job), f"output.uri={out}", "--no-progress").returncode == 0
+    job_dir = only_job_dir(out)
+    anchor = job_dir / "anchors/long/000024.safetensors"
+    data = bytearray(anchor.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    anchor.write_bytes(bytes(data))
+    for seg in (2, 3):  # the segments that need anchor 24 (as its start or as the one it eases toward)
+        for marker in (job_dir / f"segments/long/{seg}").rglob("*.ok"):
+            marker.unlink()
+
+    again = cli("render", str(job), f"output.uri={out}", "--no-progress")
+    assert again.returncode == 0, again.stderr
+    assert frame_hashes(job_dir) == segmented_reference
+    store = RenderStore(str(job_dir))
+    assert "anchors/long/000024.safetensors" in {e["object"] for e in store.events()}
+    rows = store.read_runlog()
+    latest = max(rows, key=lambda r: r["timestamp"])["worker"]
+    assert sorted(r["frame"] for r in rows if r["worker"] == latest and r["segment"] == -1) == [24, 36, 48]
+    assert sorted(r["frame"] for r in rows if r["worker"] == latest and r["segment"] >= 0) == list(range(24, 48))

@@ -93,6 +93,16 @@ def test_one_clip_shorthand(write_job, tmp_path):
     assert spec.clips[0].num_frames == 20 and spec.clips[0].segment_length == 5
 
 
+def test_segment_settings_default_per_job_and_blend_fills_the_segment(write_job, tmp_path):
+    job = two_clip_job(segment_length=8)
+    job["clips"][1].update(segment_length=6, blend=2, anchor_strength=0.8)
+    a, b = load_job(write_job(job), [f"output.uri={tmp_path}"]).clips
+    assert (a.segment_length, a.blend, a.anchor_strength) == (8, 7, 0.6)  # blend null: all but the anchor
+    assert (b.segment_length, b.blend, b.anchor_strength) == (6, 2, 0.8)
+    plain = load_job(write_job(two_clip_job()), [f"output.uri={tmp_path}"]).clips[0]
+    assert (plain.segment_length, plain.blend) == (0, 0)
+
+
 def test_per_clip_overrides_merge_over_job_level(write_job, tmp_path):
     job = two_clip_job(motion={"angle": "0:(1)", "zoom": "0:(1.01)"}, strength="0:(0.6)")
     spec = load_job(write_job(job), [f"output.uri={tmp_path}", "seed=5"])
@@ -195,6 +205,10 @@ BAD_OVERRIDES = [
     (["name=my job"], "name: 'my job' must be letters, digits"),
     (["clips.0.num_frames=0"], "clips[0].num_frames: must be [1, 1000000], got 0"),
     (["clips.0.segment_length=-1"], "clips[0].segment_length: must be >= 0, got -1"),
+    (["segment_length=4", "blend=4"], "blend: must be < segment_length (4) so that a segment starts on its own anchor, got 4 for clip 'a'"),
+    (["clips.1.segment_length=4", "clips.1.blend=9"], "clips[1].blend: must be < segment_length (4)"),
+    (["segment_length=4", "anchor_strength=0.1"], "anchor_strength: 0.1 runs 0 of 4 steps for clip 'a'; use an anchor_strength above 0.125"),
+    (["anchor_strength=0"], "anchor_strength: must be (0, 1], got 0"),
     (["clips=[]"], "clips: no clips"),
     (["num_frames=10"], "num_frames: give either clips or top-level prompts + num_frames, not both"),
     # paths: init image readable, output writable, model weights present
