@@ -26,7 +26,7 @@ import yaml
 from torch import Tensor
 
 from .errors import first_line
-from .finalize import finalize
+from .finalize import FinalResult, finalize
 from .plan import RenderPlan, pixel_tree, plan, tree_diff
 from .spec import JobSpec, spec_to_dict, spec_to_yaml
 from .store import RenderStore, job_folders
@@ -51,6 +51,7 @@ class JobFailed(RuntimeError):
 class RenderResult:
     output_dir: str
     video: str
+    final: FinalResult
     frames: int  # frames rendered by this run
     resumed: int  # frames found finished in the store
     seconds: float
@@ -219,12 +220,54 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
                 import ray
 
                 ray.shutdown()
-    video = finalize(store, render_plan, spec)
+    decoder = PoolDecoder(spec, pool)
+    try:
+        final = finalize(store, render_plan, spec, decoder)
+    finally:
+        decoder.close()
     seconds = time.perf_counter() - started
     if progress and reports:
         print(summary_table(reports), file=sys.stderr)
+    if progress:
+        print(final_lines(final), file=sys.stderr)
     frames = sum(r.frames_rendered for r in reports if r.kind != ANCHORS)
-    return RenderResult(store.url(), video, frames, resumed, seconds, reports)
+    return RenderResult(store.url(), final.video, final, frames, resumed, seconds, reports)
+
+
+class PoolDecoder:
+    """Latents to frames on a worker, for the final stage's latent interpolation. Uses the
+    caller's pool, else starts Ray and one worker on first use (most jobs never call it)."""
+
+    def __init__(self, spec: JobSpec, pool: WorkerPool | None):
+        self.spec, self.pool = spec, pool
+        self.own_pool: WorkerPool | None = None
+        self.started_ray = False
+
+    def __call__(self, latents: list[Any]) -> list[Any]:
+        import ray
+
+        if self.pool is None:
+            self.started_ray = connect(self.spec.cluster.address)
+            self.pool = self.own_pool = WorkerPool(self.spec.model, 1)
+        if not self.pool.workers:
+            self.pool.start()
+        return ray.get(self.pool.workers[0].decode.remote(latents))
+
+    def close(self) -> None:
+        if self.own_pool is not None:
+            self.own_pool.shutdown()
+        if self.started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def final_lines(final: FinalResult) -> str:
+    what = "encoded" if final.encoded else "already made, nothing changed"
+    lines = [f"video {final.video}: {final.frames} frames at {final.fps:g} fps ({what})"]
+    lines += [f"  clip {name}: {path}" for name, path in final.clip_videos.items()]
+    lines += [f"  contact sheet {name}: {path}" for name, path in final.contact_sheets.items()]
+    return "\n".join(lines)
 
 
 def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo: list[ChainTask],

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .schedule import parse_schedule, start_indices
-from .spec import RENDER_KEYS, ClipSpec, JobSpec, spec_to_dict
+from .spec import RENDER_KEYS, ClipSpec, JobSpec, clip_output_frames, spec_to_dict
 from .table import format_table
 
 PLAN_VERSION = 2  # bump when the renderer's pixels change for the same spec (2: keyframe anchors)
@@ -56,6 +56,8 @@ class RenderPlan:
     clips: tuple[ClipPlan, ...]
     interpolation: int
     fps: float
+    loop: bool = False
+    crossfade: int = 0  # output frames neighbouring clips overlap by (0: cut)
 
     @property
     def total_frames(self) -> int:
@@ -71,8 +73,9 @@ class RenderPlan:
 
     @property
     def video_frames(self) -> int:
-        """Frames in the video after interpolation (before looping)."""
-        return sum((c.num_frames - 1) * self.interpolation + 1 for c in self.clips)
+        """Frames in the joined video: each clip interpolated, then looped; minus the crossfades."""
+        per_clip = [clip_output_frames(c.num_frames, self.interpolation, self.loop) for c in self.clips]
+        return sum(per_clip) - self.crossfade * (len(per_clip) - 1)
 
 
 def frame_passes(clip: ClipSpec) -> list[int]:
@@ -156,6 +159,8 @@ def plan(spec: JobSpec) -> RenderPlan:
         clips=clips,
         interpolation=spec.post.interpolation,
         fps=spec.fps,
+        loop=spec.post.loop,
+        crossfade=spec.post.crossfade_frames if spec.post.transition == "crossfade" and len(clips) > 1 else 0,
     )
 
 
@@ -184,9 +189,11 @@ def format_plan(render_plan: RenderPlan, spec: JobSpec) -> str:
         for seg in c.segments:
             anchor = f"  from anchor {seg.start}" if c.anchors else ""
             lines.append(f"  {seg.clip}/{seg.index}  frames {seg.start}-{seg.stop - 1}  ({seg.num_frames}){anchor}")
-    seconds = p.video_frames / p.fps
-    post = f"interpolation x{p.interpolation}" + (", loop" if spec.post.loop else "")
-    lines += ["", f"video {p.video_frames} frames ({post}), {seconds:.1f} s at {_g(p.fps)} fps, {spec.output.codec} crf {spec.output.crf}"]
+    fps = spec.output.fps or p.fps * p.interpolation
+    post = f"interpolation x{p.interpolation} {spec.post.interpolation_method}" if p.interpolation > 1 else "no interpolation"
+    post += (", loop" if p.loop else "") + (f", crossfade {p.crossfade}" if p.crossfade else "")
+    lines += ["", f"video {p.video_frames} frames ({post}), {p.video_frames / fps:.1f} s at {_g(fps)} fps, "
+                  f"{spec.output.codec} crf {spec.output.crf}"]
     return "\n".join(lines)
 
 

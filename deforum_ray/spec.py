@@ -152,8 +152,12 @@ class ClipSpec(RenderSettings):
 
 @dataclass
 class PostSpec:
-    interpolation: int = rule(choices=(1, 2, 4, 8))
-    loop: bool = rule()
+    interpolation: int = rule(choices=(1, 2, 4, 8))  # frames out per frame rendered
+    interpolation_method: str = rule(choices=("ffmpeg", "blend", "latent"))
+    loop: bool = rule()  # each clip plays forward, then back, so it loops seamlessly
+    transition: str = rule(choices=("cut", "crossfade"))  # between clips
+    crossfade_frames: int = rule(bounds=Bounds(1))  # output frames two clips overlap by
+    contact_sheet_every: Optional[int] = rule(None, bounds=Bounds(1))  # None: about 24 thumbnails a clip
 
 
 @dataclass
@@ -161,6 +165,8 @@ class OutputSpec:
     uri: str = rule()
     codec: str = rule(choices=CODECS)
     crf: int = rule(bounds=Bounds(0, 51))
+    fps: Optional[float] = rule(None, bounds=Bounds(0.0, 960.0, lo_open=True))  # None: fps x interpolation
+    audio: Optional[str] = rule(None)  # path or fsspec URI, muxed in and trimmed to the video
     keep_frames: bool = rule()
     # passed to fsspec, e.g. {endpoint_url: http://127.0.0.1:9000} for an S3-compatible store
     storage_options: dict[str, Any] = rule(factory=dict)
@@ -570,10 +576,13 @@ def _validate(tree: dict[str, Any], errors: list[str], *, check_paths: bool, mod
     for key in ("width", "height"):
         if isinstance(job.get(key), int) and job[key] % 16:
             errors.append(f"{key}: must be a multiple of 16 (8x VAE, then 2x2 patches), got {job[key]}")
+    _check_crossfade(job, clips, errors)
     if check_paths:
         _check_model_paths(job.get("model"), errors)
         if job.get("output"):
             _check_output_uri(job["output"].get("uri"), errors)
+            if job["output"].get("audio"):
+                _check_readable(job["output"]["audio"], "output.audio", errors)
     if errors:
         return None
 
@@ -701,6 +710,36 @@ def _check_strength_runs_a_step(strength: np.ndarray, steps: int, has_init: bool
             f"{where}: {strength[frame]:g} at frame {frame} of {label} runs 0 of {steps} steps; "
             f"use a strength above {0.5 / steps:g} or more steps"
         )
+
+
+def clip_output_frames(num_frames: int, interpolation: int, loop: bool) -> int:
+    """Frames a clip of ``num_frames`` becomes: interpolated ``(n - 1) * k + 1``, then looped
+    ``2m - 2`` (forward, then back without repeating either end)."""
+    m = (num_frames - 1) * interpolation + 1
+    return 2 * m - 2 if loop and m > 2 else m
+
+
+def _check_crossfade(job: Mapping[str, Any], clips: list[tuple[str, Any, Any]], errors: list[str]) -> None:
+    """A crossfade overlaps neighbouring clips; it must fit in half of every clip."""
+    post = job.get("post") or {}
+    if post.get("transition") != "crossfade" or len(clips) < 2:
+        return
+    fade, k, loop = post.get("crossfade_frames"), post.get("interpolation"), post.get("loop")
+    if not all(isinstance(v, int) for v in (fade, k)):
+        return
+    for _, _, clip in clips:
+        if clip and isinstance(clip.get("num_frames"), int):
+            frames = clip_output_frames(clip["num_frames"], k, bool(loop))
+            if fade > frames // 2:
+                errors.append(f"post.crossfade_frames: {fade} is more than half of clip {clip.get('name')!r} "
+                              f"({frames} frames after interpolation and loop)")
+
+
+def _check_readable(uri: str, where: str, errors: list[str]) -> None:
+    """A local file must exist; a remote URI is checked when it is read (no network here)."""
+    path = _local_path(uri)
+    if path is not None and not path.is_file():
+        errors.append(f"{where}: no such file {uri!r}")
 
 
 def _check_init_image(uri: str, where: str, errors: list[str]) -> None:

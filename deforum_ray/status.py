@@ -30,6 +30,8 @@ class JobStatus:
     clips: tuple[ClipStatus, ...]
     video: str | None
     problems: tuple[dict[str, Any], ...]
+    clip_videos: tuple[tuple[str, str], ...] = ()
+    contact_sheets: tuple[tuple[str, str], ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -54,7 +56,10 @@ def job_status(store: RenderStore) -> JobStatus:
                                 max(checkpoints) if checkpoints else None, problems, anchors_done, len(anchors)))
     video_rel = f"{manifest['job']}.mp4"
     video = store.url(video_rel) if store.exists(video_rel + MARKER) else None
-    return JobStatus(manifest["job"], manifest["job_id"], store.url(), tuple(clips), video, tuple(events))
+    final = store.read_json("final.json") or {}
+    made = lambda rels: tuple((k, store.url(v)) for k, v in rels.items() if store.exists(v + MARKER))  # noqa: E731
+    return JobStatus(manifest["job"], manifest["job_id"], store.url(), tuple(clips), video, tuple(events),
+                     made(final.get("clips", {})), made(final.get("contact_sheets", {})))
 
 
 def find_jobs(uri: str, storage_options: dict[str, Any] | None = None) -> list[RenderStore]:
@@ -79,6 +84,8 @@ def format_status(status: JobStatus) -> str:
     lines += format_table(header, rows)
     state = "complete" if status.complete else "incomplete: run the same render command again to resume"
     lines += ["", f"frames {state}", f"video {status.video or 'not encoded yet'}"]
+    lines += [f"  clip {name}: {url}" for name, url in status.clip_videos]
+    lines += [f"  contact sheet {name}: {url}" for name, url in status.contact_sheets]
     for event in status.problems[-5:]:
         lines.append(f"problem: {event['kind']} {event['object']}: {event['message']}")
     return "\n".join(lines)

@@ -6,6 +6,7 @@ Layout (DESIGN.md section 4)::
       spec.yaml  manifest.json
       anchors/<clip>/<frame:06d>.safetensors               loop state after anchor <frame>
       segments/<clip>/<seg>/frames/<frame:06d>.png
+      segments/<clip>/<seg>/latents/<frame:06d>.safetensors  the frame's latent (float16), for latent interpolation
       segments/<clip>/<seg>/ckpt/<frame:06d>.safetensors   loop state before <frame>
       segments/<clip>/<seg>/DONE.json
       runlog/<worker>-<time>-<n>.parquet                   one row per rendered frame (segment -1: an anchor)
@@ -152,6 +153,15 @@ class RenderStore:
         marker = {"size": os.path.getsize(local_path), "sha256": digest.hexdigest()}
         self._write(rel + MARKER, json.dumps(marker).encode())
 
+    def intact(self, rel: str) -> bool:
+        """The object is there at the size its marker names (cheap: no download, no hash)."""
+        self.fs.invalidate_cache(posixpath.dirname(self.path(rel)))
+        try:
+            expected = json.loads(self.fs.cat_file(self.path(rel + MARKER)))["size"]
+            return int(self.fs.info(self.path(rel))["size"]) == expected
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return False
+
     def exists(self, rel: str) -> bool:
         path = self.path(rel)
         self.fs.invalidate_cache(posixpath.dirname(path))
@@ -165,6 +175,10 @@ class RenderStore:
     @classmethod
     def frame_rel(cls, clip: str, segment: int, frame: int) -> str:
         return f"{cls.segment_rel(clip, segment)}/frames/{frame:06d}.png"
+
+    @classmethod
+    def latent_rel(cls, clip: str, segment: int, frame: int) -> str:
+        return f"{cls.segment_rel(clip, segment)}/latents/{frame:06d}.safetensors"
 
     @classmethod
     def checkpoint_rel(cls, clip: str, segment: int, frame: int) -> str:

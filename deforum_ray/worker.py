@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 
 from .errors import first_line
 from .loop import Chain, Lane, LoopState, SegmentEnds, advance, decode
@@ -198,6 +199,8 @@ class FrameWriter:
         store, task = self.store, self.task
         rgb = decode(self.model, z)
         segment = task.segment_of(frame)
+        # The latent first: a frame whose PNG is vouched for always has its latent (interpolation).
+        store.put_tensors(store.latent_rel(task.clip, segment, frame), {"latent": z.to(torch.float16).contiguous()})
         self.hashes[frame] = store.write_frame(task.clip, segment, frame, rgb)
         self.log.add(segment, frame, together)
         if frame + 1 < task.stop and (frame + 1 - task.start) % self.every == 0:
@@ -331,6 +334,10 @@ class FluxWorker:
 
     def release_text_encoders(self) -> None:
         self.model.release_text_encoders()
+
+    def decode(self, latents: Sequence[Any]) -> list[np.ndarray]:
+        """RGB frames of latents (the final stage's latent interpolation)."""
+        return [decode(self.model, z) for z in latents]
 
     def render(self, jobs: Sequence[ChainJob], embeddings: dict[str, Any],
                progress: Any = None) -> list[ChainReport | ChainError]:

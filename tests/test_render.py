@@ -157,12 +157,13 @@ def test_colour_coherence_applies_to_the_carried_latent(tmp_path, tiny, mode):
     assert torch.allclose(std(latents[3]), std(reference), atol=1e-4)
 
 
-def test_post_interpolation_and_loop_frame_counts(tmp_path, tiny, tiny_pool):
-    spec = load_job(job(tmp_path, post={"interpolation": 2, "loop": True}))
+@pytest.mark.parametrize("method", ["ffmpeg", "blend", "latent"])
+def test_post_interpolation_and_loop_frame_counts(tmp_path, tiny, tiny_pool, method):
+    spec = load_job(job(tmp_path, post={"interpolation": 2, "loop": True, "interpolation_method": method}))
     result = render(spec, pool=tiny_pool, progress=False)
-    interpolated = (8 - 1) * 2 + 1 + (5 - 1) * 2 + 1
-    assert plan(spec).video_frames == interpolated
-    assert decoded_frame_count(result.video) == interpolated + interpolated - 2
+    a, b = (8 - 1) * 2 + 1, (5 - 1) * 2 + 1  # interpolated, then each clip looped: 2m - 2
+    assert plan(spec).video_frames == (2 * a - 2) + (2 * b - 2) == result.final.frames
+    assert decoded_frame_count(result.video) == (2 * a - 2) + (2 * b - 2)
 
 
 def test_cli_render_prints_the_video_path_last(tmp_path):
@@ -179,6 +180,19 @@ def test_cli_render_prints_the_video_path_last(tmp_path):
     folder = Path(video).parent
     assert (folder / "spec.yaml").is_file() and (folder / "manifest.json").is_file()
     assert len(list((folder / "segments" / "lighthouse" / "0" / "frames").glob("*.png"))) == 13
+    assert decoded_frame_count(str(folder / "demo-lighthouse.mp4")) == 13  # each clip's own video too
+    assert decoded_frame_count(str(folder / "demo-harbour.mp4")) == 4
+    for clip in ("lighthouse", "harbour"):
+        with Image.open(folder / f"demo-{clip}-sheet.png") as sheet:
+            assert sheet.format == "PNG" and sheet.size[0] > 128
+    stamp = Path(video).stat().st_mtime_ns
+    again = subprocess.run(
+        [str(Path(sys.executable).with_name("deforum-ray")), "render", str(REPO / "jobs" / "demo.yaml"),
+         f"output.uri={out}", "clips.0.num_frames=13", "clips.1.num_frames=4"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert again.returncode == 0 and again.stdout.strip().splitlines()[-1] == video
+    assert "already made, nothing changed" in again.stderr and Path(video).stat().st_mtime_ns == stamp
 
 
 def test_cli_render_failure_is_one_line_exit_1(tmp_path):

@@ -75,6 +75,19 @@ def test_render_kill_resume_and_status_on_s3(tmp_path, s3):
     assert status.returncode == 0, status.stderr
     assert "s3job" in status.stdout and "90/90" in status.stdout and "frames complete" in status.stdout
     assert video in status.stdout
+    sheet = video.replace("/s3job.mp4", "/s3job-s3job-sheet.png")
+    assert f"contact sheet s3job: {sheet}" in status.stdout
+    # the final stage streamed the frames from S3 into ffmpeg: the video decodes to every frame
+    import boto3
+    import imageio_ffmpeg
+
+    client = boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"], aws_access_key_id="testing",
+                          aws_secret_access_key="testing", region_name="us-east-1")
+    local_video = tmp_path / "s3job.mp4"
+    client.download_file(BUCKET, video[len(f"s3://{BUCKET}/"):], str(local_video))
+    reader = imageio_ffmpeg.read_frames(str(local_video))
+    next(reader)
+    assert sum(1 for _ in reader) == 90
 
 
 def test_storage_options_in_the_spec_reach_s3(tmp_path, s3):
