@@ -7,7 +7,7 @@
 4. embed every distinct prompt once, on one worker, and share the result through the object store;
 5. hand chains to idle workers, up to ``chains_per_worker`` each to advance together; a chain whose
    worker dies or fails is retried from its checkpoint;
-6. once every chain is in the store, encode the video (CPU) and print a summary.
+6. once every chain is in the store, one Ray CPU task encodes the deliverables; print a summary.
 
 Without a cluster, ``ray.init()`` starts an embedded local Ray; nothing else differs.
 """
@@ -26,7 +26,7 @@ import yaml
 from torch import Tensor
 
 from .errors import first_line
-from .finalize import FinalResult, finalize
+from .finalize import FinalResult, finalize, made_outputs
 from .plan import RenderPlan, pixel_tree, plan, tree_diff
 from .spec import JobSpec, spec_to_dict, spec_to_yaml
 from .store import RenderStore, job_folders
@@ -136,9 +136,7 @@ class WorkerPool:
         else:  # CPU workers share the machine's cores
             threads = max(1, int(resources.get("CPU", 1)) // self.size)
             options = {"num_cpus": threads}
-        env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
-        if env:
-            options["runtime_env"] = {"env_vars": env}  # remote nodes need storage and hub credentials too
+        options.update(forwarded_env())
         actor = ray.remote(max_restarts=ATTEMPTS, max_task_retries=0)(FluxWorker)
         self.workers = [actor.options(**options).remote(self.model_spec, threads, self.device, self.offload)
                         for _ in range(self.size)]
@@ -211,20 +209,19 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
         else:
             todo += pending
     reports: tuple[ChainReport, ...] = ()
-    if todo:
-        started_ray = connect(spec.cluster.address)
-        try:
-            reports = _run_chains(spec, render_plan, store, todo, waiting, resumed, pool, progress, callback, fresh)
-        finally:
-            if started_ray:
-                import ray
-
-                ray.shutdown()
-    decoder = PoolDecoder(spec, pool)
+    started_ray = connect(spec.cluster.address) if todo else False
     try:
-        final = finalize(store, render_plan, spec, decoder)
+        if todo:
+            reports = _run_chains(spec, render_plan, store, todo, waiting, resumed, pool, progress, callback, fresh)
+        final = made_outputs(store, render_plan, spec)  # a finished job starts no Ray at all
+        if final is None:
+            started_ray = connect(spec.cluster.address) or started_ray
+            final = final_stage(store, render_plan, spec, pool, progress)
     finally:
-        decoder.close()
+        if started_ray:
+            import ray
+
+            ray.shutdown()
     seconds = time.perf_counter() - started
     if progress and reports:
         print(summary_table(reports), file=sys.stderr)
@@ -234,32 +231,69 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
     return RenderResult(store.url(), final.video, final, frames, resumed, seconds, reports)
 
 
-class PoolDecoder:
-    """Latents to frames on a worker, for the final stage's latent interpolation. Uses the
-    caller's pool, else starts Ray and one worker on first use (most jobs never call it)."""
+def final_stage(store: RenderStore, render_plan: RenderPlan, spec: JobSpec, pool: WorkerPool | None,
+                progress: bool = True) -> FinalResult:
+    """Stage 6 as one Ray CPU task: it reads the frames from the store wherever a CPU is free.
+    Latent interpolation borrows a worker to decode: the caller's pool's, else one started here."""
+    import ray
+    from ray.exceptions import RayTaskError
+    from tqdm import tqdm
 
-    def __init__(self, spec: JobSpec, pool: WorkerPool | None):
-        self.spec, self.pool = spec, pool
-        self.own_pool: WorkerPool | None = None
-        self.started_ray = False
+    own_pool = None
+    decoder_worker = None
+    if spec.post.interpolation_method == "latent" and spec.post.interpolation > 1:
+        if pool is None:
+            pool = own_pool = WorkerPool(spec.model, 1)
+        if not pool.workers:
+            pool.start()
+        decoder_worker = pool.workers[0]
+    # A caller's resident CPU pool may hold every CPU; the encode must not queue behind it forever.
+    cpus = 1 if ray.available_resources().get("CPU", 0) >= 1 else 0
+    task = ray.remote(_final_task).options(num_cpus=cpus, name="final-stage", **forwarded_env())
+    tracker = ray.remote(num_cpus=0)(Progress).remote()
+    bar = tqdm(total=render_plan.video_frames, desc="encode", unit="frame", disable=not progress, file=sys.stderr)
+    try:
+        encoded = task.remote(store, render_plan, spec, decoder_worker, tracker)
+        while not ray.wait([encoded], timeout=0.25)[0]:
+            for _name, count, _ in ray.get(tracker.drain.remote()):
+                bar.update(max(0, count - bar.n))
+        result = ray.get(encoded)
+        bar.update(max(0, result.frames - bar.n) if result.encoded else 0)
+        return result
+    except RayTaskError as exc:
+        cause = exc.cause if isinstance(exc.cause, Exception) else None
+        if cause is None:
+            raise
+        raise cause from None  # the stage's own one-line error, not Ray's traceback wrapper
+    finally:
+        bar.close()
+        ray.kill(tracker)
+        if own_pool is not None:
+            own_pool.shutdown()
 
-    def __call__(self, latents: list[Any]) -> list[Any]:
-        import ray
 
-        if self.pool is None:
-            self.started_ray = connect(self.spec.cluster.address)
-            self.pool = self.own_pool = WorkerPool(self.spec.model, 1)
-        if not self.pool.workers:
-            self.pool.start()
-        return ray.get(self.pool.workers[0].decode.remote(latents))
+def _final_task(store: RenderStore, render_plan: RenderPlan, spec: JobSpec, decoder_worker: Any,
+                tracker: Any) -> FinalResult:
+    import ray
 
-    def close(self) -> None:
-        if self.own_pool is not None:
-            self.own_pool.shutdown()
-        if self.started_ray:
-            import ray
+    def decode(latents: list[Any]) -> list[Any]:
+        return ray.get(decoder_worker.decode.remote(latents))
 
-            ray.shutdown()
+    reported = [0.0]
+
+    def report(frames: int) -> None:  # a few reports a second, not one per frame
+        now = time.monotonic()
+        if now - reported[0] >= 0.2:
+            reported[0] = now
+            tracker.frame.remote("final", frames)
+
+    return finalize(store, render_plan, spec, decode if decoder_worker is not None else None, report)
+
+
+def forwarded_env() -> dict[str, Any]:
+    """Storage and hub credentials, for actors and tasks that may land on other nodes."""
+    env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+    return {"runtime_env": {"env_vars": env}} if env else {}
 
 
 def final_lines(final: FinalResult) -> str:

@@ -408,17 +408,28 @@ def final_key(store: RenderStore, plan: RenderPlan, spec: JobSpec) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def finalize(store: RenderStore, plan: RenderPlan, spec: JobSpec, decoder: Decoder | None = None) -> FinalResult:
-    """Encode the job's deliverables into the store (or find them there already). ``decoder``
-    turns latents into frames for ``interpolation_method: latent`` (called only when needed)."""
+def made_outputs(store: RenderStore, plan: RenderPlan, spec: JobSpec) -> FinalResult | None:
+    """The deliverables, when ``final.json`` vouches that they were made from exactly these frames
+    and settings and every one of them is intact; else None."""
     video_rel, clip_rels, sheet_rels = output_names(plan)
-    fps = output_fps(spec)
-    key = final_key(store, plan, spec)
     previous = store.read_json(FINAL)
-    outputs = [video_rel, *clip_rels.values(), *sheet_rels.values()]
-    if previous and previous.get("key") == key and all(store.intact(rel) for rel in outputs):
-        return _result(store, video_rel, clip_rels, sheet_rels, previous["frames"], fps, encoded=False)
+    if not previous or previous.get("key") != final_key(store, plan, spec):
+        return None
+    if not all(store.intact(rel) for rel in [video_rel, *clip_rels.values(), *sheet_rels.values()]):
+        return None
+    return _result(store, video_rel, clip_rels, sheet_rels, previous["frames"], output_fps(spec), encoded=False)
 
+
+def finalize(store: RenderStore, plan: RenderPlan, spec: JobSpec, decoder: Decoder | None = None,
+             progress: Callable[[int], Any] | None = None) -> FinalResult:
+    """Encode the job's deliverables into the store (or find them there already). ``decoder``
+    turns latents into frames for ``interpolation_method: latent`` (called only when needed);
+    ``progress`` hears how many frames of the joined video are encoded so far."""
+    made = made_outputs(store, plan, spec)
+    if made is not None:
+        return made
+    video_rel, clip_rels, sheet_rels = output_names(plan)
+    fps, key = output_fps(spec), final_key(store, plan, spec)
     fade, expected = plan.crossfade, plan.video_frames
     with tempfile.TemporaryDirectory(prefix="deforum-ray-") as tmp:
         audio = _local_audio(spec.output.audio, tmp) if spec.output.audio else None
@@ -438,6 +449,8 @@ def finalize(store: RenderStore, plan: RenderPlan, spec: JobSpec, decoder: Decod
                 joiner.start_clip()
                 for frame in clip_sequence(store, clip, spec, sheet, tmp, decoder):
                     joiner.write(frame)
+                    if progress is not None:
+                        progress(joined.count)
                     if own is not None:
                         own.write(frame)
                 if own is not None:

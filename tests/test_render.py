@@ -166,6 +166,20 @@ def test_post_interpolation_and_loop_frame_counts(tmp_path, tiny, tiny_pool, met
     assert decoded_frame_count(result.video) == (2 * a - 2) + (2 * b - 2)
 
 
+def test_final_stage_errors_come_back_from_its_ray_task_as_one_line(tmp_path, tiny, tiny_pool):
+    from deforum_ray.finalize import FinalizeError
+
+    first = render(load_job(job(tmp_path, post={"interpolation": 2, "interpolation_method": "latent"})),
+                   pool=tiny_pool, progress=False)
+    before = Path(first.video).read_bytes()
+    store = RenderStore(first.output_dir)
+    store.fs.rm(store.path(store.latent_rel("b", 0, 2)))  # every frame is still done
+    changed = load_job(job(tmp_path, post={"interpolation": 4, "interpolation_method": "latent"}))
+    with pytest.raises(FinalizeError, match=r"^clip 'b': latent 2 is missing or corrupt"):
+        render(changed, pool=tiny_pool, progress=False)
+    assert Path(first.video).read_bytes() == before  # the failed stage left the last video alone
+
+
 def test_cli_render_prints_the_video_path_last(tmp_path):
     out = tmp_path / "renders"
     result = subprocess.run(

@@ -42,7 +42,7 @@ def bucket_frames(env: dict, prefix: str) -> dict[str, str]:
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
         for item in page.get("Contents", []):
             key = item["Key"]
-            if key.endswith(".png"):
+            if key.endswith(".png") and "/segments/" in key:  # frames, not contact sheets
                 body = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
                 out[key.split("/segments/", 1)[1]] = hashlib.sha256(body).hexdigest()
     return out
