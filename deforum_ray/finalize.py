@@ -82,9 +82,10 @@ def stored_frames(store: RenderStore, clip: ClipPlan, reverse: bool = False, bat
         for n in chunk:
             data = fetched[rel(clip.name, where[n], n)]
             if data is None:
+                store.discard(store.done_rel(clip.name, where[n]))  # so the next run renders it again
                 what = "latent" if latents else "frame"
                 raise FinalizeError(f"clip {clip.name!r}: {what} {n} is missing or corrupt in the store "
-                                    f"({store.url(rel(clip.name, where[n], n))}); render the job again to redo it")
+                                    f"({store.url(rel(clip.name, where[n], n))}); run the job again to render it again")
             if latents:
                 from safetensors.torch import load
 
@@ -127,7 +128,7 @@ def minterpolate(frames: Iterable[np.ndarray], factor: int, count: int, fps: flo
                "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "-", "-vf", vf,
                "-frames:v", str(wanted), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    originals: queue.Queue[np.ndarray] = queue.Queue()
+    originals: queue.Queue[np.ndarray | None] = queue.Queue()
     failure: list[BaseException] = []
 
     def feed() -> None:
@@ -140,6 +141,7 @@ def minterpolate(frames: Iterable[np.ndarray], factor: int, count: int, fps: flo
         except BaseException as exc:  # a missing frame: stop ffmpeg, re-raise below
             failure.append(exc)
         finally:
+            originals.put(None)  # ffmpeg pads past the last frame fed: never wait for one that won't come
             process.stdin.close()
 
     feeder = threading.Thread(target=feed, daemon=True)
@@ -152,8 +154,13 @@ def minterpolate(frames: Iterable[np.ndarray], factor: int, count: int, fps: flo
             if len(data) < size:
                 break
             out = np.frombuffer(data, np.uint8).reshape(height, width, 3)
+            if produced % factor == 0:
+                original = originals.get()
+                if original is None:
+                    break
+                out = original
             produced += 1
-            yield originals.get() if (produced - 1) % factor == 0 else out
+            yield out
     finally:
         process.stdout.close()
         feeder.join()

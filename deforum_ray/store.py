@@ -122,6 +122,22 @@ class RenderStore:
         names = {posixpath.basename(e.rstrip("/")) for e in entries}
         return sorted(n[: -len(MARKER)] for n in names if n.endswith(MARKER) and n[: -len(MARKER)] in names)
 
+    def listed_sizes(self, rel_dir: str) -> dict[str, int]:
+        """Sizes of the objects in a folder that have a marker, from one listing (nothing read)."""
+        try:
+            entries = self.fs.ls(self.path(rel_dir), detail=True, refresh=True)
+        except FileNotFoundError:
+            return {}
+        sizes = {posixpath.basename(e["name"].rstrip("/")): e.get("size") for e in entries}
+        return {n: int(size) for n, size in sizes.items() if n + MARKER in sizes and size is not None}
+
+    def discard(self, rel: str) -> None:
+        """Stop vouching for an object: its marker goes, so every reader treats it as missing."""
+        try:
+            self.fs.rm(self.path(rel + MARKER))
+        except FileNotFoundError:
+            pass
+
     def _write(self, rel: str, data: bytes) -> None:
         path = self.path(rel)
         if self.local:

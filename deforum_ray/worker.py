@@ -11,6 +11,7 @@ produces exactly the frames an uninterrupted one would.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
@@ -86,10 +87,13 @@ def find_resume_point(store: RenderStore, task: ChainTask, fresh: bool = False) 
         return _anchor_resume_point(store, task, fresh)
     if fresh:
         return ResumePoint(initial, 0, None)
+    if all(_done_by_listing(store, task.clip, seg) for seg in task.segments):
+        return ResumePoint(None, task.num_frames, None)
     frames = range(task.start, task.stop)
-    rels = [store.frame_rel(task.clip, task.segment_of(n), n) for n in frames]
-    fetched = store.get_many(rels)
-    missing = next((n for n, rel in zip(frames, rels) if fetched[rel] is None), None)
+    rels = [(store.frame_rel(task.clip, task.segment_of(n), n), store.latent_rel(task.clip, task.segment_of(n), n))
+            for n in frames]
+    fetched = store.get_many([rel for pair in rels for rel in pair])
+    missing = next((n for n, pair in zip(frames, rels) if any(fetched[rel] is None for rel in pair)), None)
     if missing is None:
         for seg in task.segments:
             if store.get(store.done_rel(task.clip, seg.index)) is None:  # killed between last frame and DONE
@@ -150,8 +154,8 @@ def segment_ends(store: RenderStore, task: ChainTask, num_frames: int, blend: in
 
 
 def _write_done(store: RenderStore, clip: str, seg: Segment, known: dict[int, str]) -> None:
-    """DONE marker for a segment, with every frame's hash: from this run where it rendered the
-    frame, else from the store (a segment begun by an earlier run)."""
+    """DONE marker for a segment, with every frame's hash (from this run where it rendered the
+    frame, else from the store) and the sizes of every frame and latent (for the fast resume)."""
     need = [n for n in range(seg.start, seg.stop) if n not in known]
     fetched = store.get_many([store.frame_rel(clip, seg.index, n) for n in need])
     hashes = dict(known)
@@ -160,8 +164,32 @@ def _write_done(store: RenderStore, clip: str, seg: Segment, known: dict[int, st
         if data is None:
             return  # not complete after all; the next run renders it
         hashes[n] = hashlib.sha256(data).hexdigest()
-    body = {"frames": seg.num_frames, "sha256": {str(n): hashes[n] for n in range(seg.start, seg.stop)}}
+    sizes = _listed_sizes(store, clip, seg)
+    if any(None in pair for pair in sizes.values()):
+        return
+    body = {"frames": seg.num_frames, "sha256": {str(n): hashes[n] for n in range(seg.start, seg.stop)},
+            "size": {str(n): sizes[n] for n in range(seg.start, seg.stop)}}
     store.write_json(store.done_rel(clip, seg.index), body)
+
+
+def _listed_sizes(store: RenderStore, clip: str, seg: Segment) -> dict[int, list[int | None]]:
+    """[PNG size, latent size] of every frame of a segment that the listings show vouched."""
+    pngs = store.listed_sizes(posixpath.dirname(store.frame_rel(clip, seg.index, seg.start)))
+    latents = store.listed_sizes(posixpath.dirname(store.latent_rel(clip, seg.index, seg.start)))
+    return {n: [pngs.get(posixpath.basename(store.frame_rel(clip, seg.index, n))),
+                latents.get(posixpath.basename(store.latent_rel(clip, seg.index, n)))]
+            for n in range(seg.start, seg.stop)}
+
+
+def _done_by_listing(store: RenderStore, clip: str, seg: Segment) -> bool:
+    """A finished segment, known from its DONE and two listings without downloading a frame:
+    every frame and latent is vouched at the size DONE recorded. Their bytes are verified where
+    they are read, by the final stage, which drops the DONE of a segment it finds damaged."""
+    done = store.read_json(store.done_rel(clip, seg.index))
+    recorded = done.get("size") if isinstance(done, dict) else None
+    if not recorded:
+        return False  # a DONE from before sizes were recorded: the full check decides
+    return all(recorded.get(str(n)) == pair for n, pair in _listed_sizes(store, clip, seg).items())
 
 
 class RunLog:

@@ -76,7 +76,7 @@ def stop_when(process: subprocess.Popen, ready, sig: int = signal.SIGKILL, timeo
         assert time.monotonic() < deadline, "never became ready"
         time.sleep(0.005)
     tree = psutil.Process(process.pid).children(recursive=True)
-    if sig == signal.SIGKILL:  # a crash takes the whole render down: its Ray worker would finish its chain
+    if sig == signal.SIGKILL:  # a crash takes the whole render down; Ray alone would take ~2 s more
         for child in tree:
             child.kill()
     process.send_signal(sig)

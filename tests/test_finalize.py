@@ -15,6 +15,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from deforum_ray.driver import manifest
@@ -47,8 +48,11 @@ def job_folder(tmp_path: Path, *overrides: str, clips: int = 2):
     for i, clip in enumerate(render_plan.clips[: len(names)]):
         for seg in clip.segments:
             for n in range(seg.start, seg.stop):
+                store.put_tensors(store.latent_rel(clip.name, seg.index, n),
+                                  {"latent": torch.full((1, 16, SIZE // 8, SIZE // 8), float(n), dtype=torch.float16)})
                 store.write_frame(clip.name, seg.index, n, picture(n, i))
             _write_done(store, clip.name, seg, {})
+            assert store.read_json(store.done_rel(clip.name, seg.index)) is not None
     return spec, render_plan, store
 
 
@@ -182,12 +186,15 @@ def test_a_second_run_only_reports_and_a_changed_setting_encodes_again(tmp_path)
     assert third.encoded and len(decoded(third.video)) == plan2.video_frames
 
 
-def test_a_missing_frame_fails_the_stage_naming_clip_and_frame(tmp_path):
-    spec, render_plan, store = job_folder(tmp_path)
+@pytest.mark.parametrize("method", ["ffmpeg", "blend"])
+def test_a_missing_frame_fails_the_stage_naming_clip_and_frame(tmp_path, method):
+    spec, render_plan, store = job_folder(tmp_path, "post.interpolation=2", f"post.interpolation_method={method}")
     (Path(store.path(store.frame_rel("b", 0, 2))).with_name("000002.png.ok")).unlink()
     with pytest.raises(FinalizeError, match=r"^clip 'b': frame 2 is missing or corrupt in the store"):
-        finalize(store, render_plan, spec)
+        finalize(store, render_plan, spec)  # ffmpeg's own interpolation, fed short, must not wait forever
     assert not Path(store.path("demo.mp4")).exists()  # no short video
+    assert store.read_json(store.done_rel("b", 0)) is None  # so the next render redoes that segment
+    assert store.read_json(store.done_rel("a", 0)) is not None
 
 
 def test_audio_is_muxed_in_and_trimmed_to_the_video(tmp_path):

@@ -57,6 +57,40 @@ def frames_written(out: Path) -> int:
     return sum(1 for _ in out.glob("*/segments/long/0/frames/*.png.ok"))
 
 
+def test_workers_of_a_killed_driver_stop_instead_of_finishing_their_chain(tmp_path):
+    """The OOM killer takes only the render's own process: its Ray workers must stop within
+    moments (Ray takes a driver's actors down with it; here about 2 s, some 50 frames), not render
+    the rest of a long chain that nobody will collect."""
+    import time
+
+    import psutil
+
+    out = tmp_path / "out"
+    process = start_cli("render", str(write_job(tmp_path, frames=3000)), f"output.uri={out}", "--no-progress")
+    tree: list = []
+    try:
+        deadline = time.monotonic() + 120
+        while frames_written(out) < 10:
+            assert process.poll() is None and time.monotonic() < deadline, "never started rendering"
+            time.sleep(0.01)
+        tree = psutil.Process(process.pid).children(recursive=True)
+        process.kill()  # the driver alone; its embedded Ray and its workers are left running
+        process.wait(timeout=30)
+        counts = [frames_written(out)]
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            counts.append(frames_written(out))
+            if len(counts) >= 4 and counts[-1] == counts[-4]:
+                break
+        # about 90 frames a second: finishing the chain would write all 3000 in about half a minute
+        assert counts[-1] == counts[-4] and counts[-1] < 1000, counts
+    finally:
+        for child in tree:
+            if child.is_running():
+                child.kill()
+        psutil.wait_procs(tree, timeout=30)
+
+
 def test_sigkill_mid_clip_resumes_bit_identically(tmp_path, reference):
     out = tmp_path / "out"
     job = write_job(tmp_path)
@@ -98,17 +132,26 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path, reference):
     assert frame_hashes(only_job_dir(out)) == reference
 
 
-def test_corrupt_checkpoint_and_truncated_frame_are_rerendered(tmp_path, reference):
+def rendered(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(job spec, output, job folder) of a finished render of ``write_job``."""
     out = tmp_path / "out"
     job = write_job(tmp_path)
     assert cli("render", str(job), f"output.uri={out}", "--no-progress").returncode == 0
-    job_dir = only_job_dir(out)
+    return job, out, only_job_dir(out)
+
+
+def flip_a_byte(path: Path) -> None:
+    """Corrupt a file and keep its size: only reading its bytes can tell."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    path.write_bytes(bytes(data))
+
+
+def test_corrupt_checkpoint_and_truncated_frame_are_rerendered(tmp_path, reference):
+    job, out, job_dir = rendered(tmp_path)
     frame = job_dir / "segments/long/0/frames/000013.png"
     frame.write_bytes(frame.read_bytes()[:100])  # truncated
-    checkpoint = job_dir / "segments/long/0/ckpt/000010.safetensors"
-    data = bytearray(checkpoint.read_bytes())
-    data[len(data) // 2] ^= 0x55  # corrupt, same size
-    checkpoint.write_bytes(bytes(data))
+    flip_a_byte(job_dir / "segments/long/0/ckpt/000010.safetensors")
     (job_dir / "resume.mp4").unlink()
 
     again = cli("render", str(job), f"output.uri={out}", "--no-progress")
@@ -124,6 +167,29 @@ def test_corrupt_checkpoint_and_truncated_frame_are_rerendered(tmp_path, referen
     assert (job_dir / "resume.mp4").is_file()
     status = cli("status", str(job_dir)).stdout
     assert "problem: corrupt segments/long/0" in status
+
+
+def test_a_finished_job_is_known_from_listings_and_the_final_stage_catches_bit_rot(tmp_path, reference):
+    job, out, job_dir = rendered(tmp_path)
+    flip_a_byte(job_dir / "segments/long/0/frames/000020.png")  # bit rot
+
+    made = (job_dir / "resume.mp4").stat().st_mtime_ns
+    again = cli("render", str(job), f"output.uri={out}", "--no-progress")
+    assert again.returncode == 0, again.stderr  # DONE sizes and listings vouch; no frame is downloaded
+    assert "rendered 0 frames (162 already done)" in again.stderr
+    assert (job_dir / "resume.mp4").stat().st_mtime_ns == made  # the video was already made
+
+    failed = cli("render", str(job), f"output.uri={out}", "post.interpolation=2", "--no-progress")
+    assert failed.returncode == 1  # encoding reads every frame and names the damaged one
+    assert "clip 'long': frame 20 is missing or corrupt" in failed.stderr.strip().splitlines()[-1]
+    assert (job_dir / "resume.mp4").is_file()  # the last good video stays
+
+    fixed = cli("render", str(job), f"output.uri={out}", "post.interpolation=2", "--no-progress")
+    assert fixed.returncode == 0, fixed.stderr
+    assert frame_hashes(job_dir) == reference
+    rows = RenderStore(str(job_dir)).read_runlog()
+    latest_run = max(rows, key=lambda r: r["timestamp"])["worker"]
+    assert sorted(r["frame"] for r in rows if r["worker"] == latest_run) == list(range(20, 150))
 
 
 def test_changed_spec_into_the_same_folder_is_refused_then_fresh_renders(tmp_path):
