@@ -31,7 +31,8 @@ from .plan import RenderPlan, pixel_tree, plan, tree_diff
 from .spec import JobSpec, spec_to_dict, spec_to_yaml
 from .store import RenderStore, job_folders
 from .table import format_table
-from .worker import ANCHORS, ChainError, ChainJob, ChainReport, ChainTask, FluxWorker, Progress, chain_tasks, find_resume_point
+from .worker import (ANCHORS, ChainError, ChainJob, ChainReport, ChainTask, FluxWorker, Progress, chain_standing,
+                     chain_tasks, find_resume_point)
 
 FrameCallback = Callable[[int, int, Tensor | None], Any]  # (frames done in the job, total frames, latent)
 ATTEMPTS = 3  # a chain that fails this many times fails the job
@@ -195,13 +196,13 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
     stages = [chain_tasks(clip) for clip in render_plan.clips]  # (anchor chain or None, frame chains)
     todo: list[ChainTask] = []
     waiting: dict[str, list[ChainTask]] = {}  # a clip's segments, until its anchors are in the store
-    resumed = 0
+    resumed = 0  # an estimate from listings, for the progress bar; made exact from the reports
     for anchors, frame_tasks in stages:
         pending = []
         for task in frame_tasks:
-            resume = find_resume_point(store, task, fresh)
-            resumed += resume.frames_done
-            if resume.state is not None:
+            finished, done = chain_standing(store, task, fresh)
+            resumed += done
+            if not finished:
                 pending.append(task)
         if anchors is not None and pending and (fresh or find_resume_point(store, anchors).state is not None):
             todo.append(anchors)
@@ -228,6 +229,7 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
     if progress:
         print(final_lines(final), file=sys.stderr)
     frames = sum(r.frames_rendered for r in reports if r.kind != ANCHORS)
+    resumed = render_plan.total_frames - frames  # every chain is done: the rest was in the store
     return RenderResult(store.url(), final.video, final, frames, resumed, seconds, reports)
 
 

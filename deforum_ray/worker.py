@@ -114,6 +114,24 @@ def find_resume_point(store: RenderStore, task: ChainTask, fresh: bool = False) 
     return ResumePoint(initial, 0, None)
 
 
+def chain_standing(store: RenderStore, task: ChainTask, fresh: bool = False) -> tuple[bool, int]:
+    """Where a frame chain stands, from listings alone: (finished, frames done before the point
+    it would resume from). Nothing is downloaded: the worker that takes an unfinished chain
+    verifies the bytes (:func:`find_resume_point`), so the driver need not do it too."""
+    if fresh:
+        return False, 0
+    if all(_done_by_listing(store, task.clip, seg) for seg in task.segments):
+        return True, task.num_frames
+    listed: set[int] = set()
+    for seg in task.segments:
+        sizes = _listed_sizes(store, task.clip, seg)
+        listed |= {n for n, pair in sizes.items() if None not in pair}
+    missing = next((n for n in range(task.start, task.stop) if n not in listed), task.stop)
+    checkpoints = [c for seg in task.segments for c in store.checkpoint_frames(task.clip, seg.index)
+                   if task.start < c <= missing]
+    return False, max(checkpoints, default=task.start) - task.start
+
+
 def _anchor_resume_point(store: RenderStore, task: ChainTask, fresh: bool) -> ResumePoint:
     """After the last of the leading anchors the store holds intact (each anchor is its own
     checkpoint). Every one is read: a segment starts from any of them."""

@@ -173,7 +173,10 @@ def test_final_stage_errors_come_back_from_its_ray_task_as_one_line(tmp_path, ti
                    pool=tiny_pool, progress=False)
     before = Path(first.video).read_bytes()
     store = RenderStore(first.output_dir)
-    store.fs.rm(store.path(store.latent_rel("b", 0, 2)))  # every frame is still done
+    latent = Path(store.path(store.latent_rel("b", 0, 2)))
+    data = bytearray(latent.read_bytes())
+    data[-1] ^= 0x55  # same size: the chain still counts as done, only reading the latent tells
+    latent.write_bytes(bytes(data))
     changed = load_job(job(tmp_path, post={"interpolation": 4, "interpolation_method": "latent"}))
     with pytest.raises(FinalizeError, match=r"^clip 'b': latent 2 is missing or corrupt"):
         render(changed, pool=tiny_pool, progress=False)

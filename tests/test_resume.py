@@ -132,10 +132,10 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path, reference):
     assert frame_hashes(only_job_dir(out)) == reference
 
 
-def rendered(tmp_path: Path) -> tuple[Path, Path, Path]:
+def rendered(tmp_path: Path, frames: int = 150) -> tuple[Path, Path, Path]:
     """(job spec, output, job folder) of a finished render of ``write_job``."""
     out = tmp_path / "out"
-    job = write_job(tmp_path)
+    job = write_job(tmp_path, frames=frames)
     assert cli("render", str(job), f"output.uri={out}", "--no-progress").returncode == 0
     return job, out, only_job_dir(out)
 
@@ -169,14 +169,15 @@ def test_corrupt_checkpoint_and_truncated_frame_are_rerendered(tmp_path, referen
     assert "problem: corrupt segments/long/0" in status
 
 
-def test_a_finished_job_is_known_from_listings_and_the_final_stage_catches_bit_rot(tmp_path, reference):
-    job, out, job_dir = rendered(tmp_path)
+def test_a_finished_job_is_known_from_listings_and_the_final_stage_catches_bit_rot(tmp_path):
+    job, out, job_dir = rendered(tmp_path, frames=30)
+    good = frame_hashes(job_dir)
     flip_a_byte(job_dir / "segments/long/0/frames/000020.png")  # bit rot
 
     made = (job_dir / "resume.mp4").stat().st_mtime_ns
     again = cli("render", str(job), f"output.uri={out}", "--no-progress")
     assert again.returncode == 0, again.stderr  # DONE sizes and listings vouch; no frame is downloaded
-    assert "rendered 0 frames (162 already done)" in again.stderr
+    assert "rendered 0 frames (42 already done)" in again.stderr
     assert (job_dir / "resume.mp4").stat().st_mtime_ns == made  # the video was already made
 
     failed = cli("render", str(job), f"output.uri={out}", "post.interpolation=2", "--no-progress")
@@ -186,10 +187,37 @@ def test_a_finished_job_is_known_from_listings_and_the_final_stage_catches_bit_r
 
     fixed = cli("render", str(job), f"output.uri={out}", "post.interpolation=2", "--no-progress")
     assert fixed.returncode == 0, fixed.stderr
-    assert frame_hashes(job_dir) == reference
+    assert frame_hashes(job_dir) == good
     rows = RenderStore(str(job_dir)).read_runlog()
     latest_run = max(rows, key=lambda r: r["timestamp"])["worker"]
-    assert sorted(r["frame"] for r in rows if r["worker"] == latest_run) == list(range(20, 150))
+    assert sorted(r["frame"] for r in rows if r["worker"] == latest_run) == list(range(20, 30))
+
+
+def test_the_driver_sees_where_chains_stand_from_listings(tmp_path):
+    import torch
+
+    from deforum_ray.plan import Segment
+    from deforum_ray.worker import ChainTask, _write_done, chain_standing
+
+    store = RenderStore(str(tmp_path))
+    seg = Segment("c", 0, 0, 12)
+    task = ChainTask("c", 0, 12, (seg,))
+    assert chain_standing(store, task) == (False, 0)
+    for n in range(12):
+        store.put_tensors(store.latent_rel("c", 0, n), {"latent": torch.full((1, 16, 2, 2), float(n))})
+        store.put(store.frame_rel("c", 0, n), bytes([n]) * (100 + n))
+    for frame in (5, 10):
+        store.put_checkpoint("c", 0, frame, {"frame": torch.tensor(frame)})
+    assert chain_standing(store, task) == (False, 10)  # every frame there, but no DONE: the worker decides
+    _write_done(store, "c", seg, {})
+    assert chain_standing(store, task) == (True, 12)
+    assert chain_standing(store, task, fresh=True) == (False, 0)
+
+    frame = Path(store.path(store.frame_rel("c", 0, 7)))
+    frame.write_bytes(frame.read_bytes()[:50])  # truncated: no longer the size DONE recorded
+    assert chain_standing(store, task) == (False, 10)  # the worker's byte check then finds frame 7
+    Path(store.path(store.latent_rel("c", 0, 7)) + ".ok").unlink()
+    assert chain_standing(store, task) == (False, 5)  # from the newest checkpoint before the gap
 
 
 def test_changed_spec_into_the_same_folder_is_refused_then_fresh_renders(tmp_path):
