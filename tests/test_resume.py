@@ -169,28 +169,30 @@ def test_corrupt_checkpoint_and_truncated_frame_are_rerendered(tmp_path, referen
     assert "problem: corrupt segments/long/0" in status
 
 
-def test_a_finished_job_is_known_from_listings_and_the_final_stage_catches_bit_rot(tmp_path):
-    job, out, job_dir = rendered(tmp_path, frames=30)
-    good = frame_hashes(job_dir)
+def test_a_finished_job_is_known_from_listings_and_the_final_stage_catches_bit_rot(tmp_path, tiny_pool):
+    from deforum_ray.driver import render
+    from deforum_ray.finalize import FinalizeError
+    from deforum_ray.spec import load_job
+
+    def spec(*overrides: str):
+        return load_job(str(write_job(tmp_path, frames=30)), [f"output.uri={tmp_path / 'out'}", *overrides])
+
+    first = render(spec(), pool=tiny_pool, progress=False)
+    job_dir = Path(first.output_dir)
+    good, video = frame_hashes(job_dir), Path(first.video).read_bytes()
     flip_a_byte(job_dir / "segments/long/0/frames/000020.png")  # bit rot
 
-    made = (job_dir / "resume.mp4").stat().st_mtime_ns
-    again = cli("render", str(job), f"output.uri={out}", "--no-progress")
-    assert again.returncode == 0, again.stderr  # DONE sizes and listings vouch; no frame is downloaded
-    assert "rendered 0 frames (42 already done)" in again.stderr
-    assert (job_dir / "resume.mp4").stat().st_mtime_ns == made  # the video was already made
+    again = render(spec(), pool=tiny_pool, progress=False)  # DONE sizes and listings vouch: nothing downloaded
+    assert (again.frames, again.resumed, again.final.encoded) == (0, 42, False)
 
-    failed = cli("render", str(job), f"output.uri={out}", "post.interpolation=2", "--no-progress")
-    assert failed.returncode == 1  # encoding reads every frame and names the damaged one
-    assert "clip 'long': frame 20 is missing or corrupt" in failed.stderr.strip().splitlines()[-1]
-    assert (job_dir / "resume.mp4").is_file()  # the last good video stays
+    with pytest.raises(FinalizeError, match=r"^clip 'long': frame 20 is missing or corrupt"):
+        render(spec("post.interpolation=2"), pool=tiny_pool, progress=False)  # encoding reads every frame
+    assert Path(first.video).read_bytes() == video  # the last good video stays
 
-    fixed = cli("render", str(job), f"output.uri={out}", "post.interpolation=2", "--no-progress")
-    assert fixed.returncode == 0, fixed.stderr
+    fixed = render(spec("post.interpolation=2"), pool=tiny_pool, progress=False)
     assert frame_hashes(job_dir) == good
-    rows = RenderStore(str(job_dir)).read_runlog()
-    latest_run = max(rows, key=lambda r: r["timestamp"])["worker"]
-    assert sorted(r["frame"] for r in rows if r["worker"] == latest_run) == list(range(20, 30))
+    assert [(r.frames_rendered, r.resumed_from) for r in fixed.reports if r.label.startswith("long")] == [(10, 20)]
+    assert fixed.final.encoded
 
 
 def test_the_driver_sees_where_chains_stand_from_listings(tmp_path):
