@@ -260,22 +260,6 @@ def _last_line(data: bytes) -> str:
     return lines[-1] if lines else "no output"
 
 
-def encode_video(frames: Iterable[np.ndarray], path: str, fps: float, codec: str = "libx264", crf: int = 18) -> int:
-    """Encode RGB uint8 frames into a video file; returns the frame count."""
-    frames = iter(frames)
-    first = next(frames, None)
-    if first is None:
-        raise EncodeError("no frames to encode")
-    encoder = VideoEncoder(path, first.shape[1], first.shape[0], fps, codec, crf)
-    try:
-        for frame in itertools.chain([first], frames):
-            encoder.write(frame)
-    except BaseException:
-        encoder.abort()
-        raise
-    return encoder.close()
-
-
 class ContactSheet:
     """Thumbnails of every ``every``-th frame, numbered, in a grid: a render judged at a glance."""
 
