@@ -16,10 +16,10 @@ import time
 import numpy as np
 import torch
 
-from deforum_ray.loop import Chain, LoopState
-from deforum_ray.models import build_tiny
-from deforum_ray.prompts import encode_prompts
-from deforum_ray.spec import load_job
+from deforum_ray.frame.loop import Chain, LoopState
+from deforum_ray.model.loading import build_tiny
+from deforum_ray.frame.prompts import encode_prompts
+from deforum_ray.job.spec import load_job
 
 
 def ours(model, spec, frames: int) -> float:

@@ -21,11 +21,11 @@ import time
 import numpy as np
 import torch
 
-from deforum_ray.finalize import blend, minterpolate, slerped
-from deforum_ray.loop import decode
-from deforum_ray.motion import motion_matrix, warp
-from deforum_ray.spec import load_job
-from deforum_ray.worker import FluxWorker, render_clip_here
+from deforum_ray.post.finalize import blend, minterpolate, slerped
+from deforum_ray.frame.loop import decode
+from deforum_ray.frame.motion import motion_matrix, warp
+from deforum_ray.job.spec import load_job
+from deforum_ray.render.worker import FluxWorker, render_clip_here
 
 METHODS = {"blend": lambda frames, k, fps: blend(frames, k),
            "ffmpeg": lambda frames, k, fps: minterpolate(frames, k, len(frames), fps)}

@@ -20,9 +20,9 @@ import time
 import numpy as np
 import torch
 
-from deforum_ray.plan import Segment
+from deforum_ray.job.plan import Segment
 from deforum_ray.store import RenderStore
-from deforum_ray.worker import CLIP, ChainTask, _write_done, find_resume_point
+from deforum_ray.render.worker import CLIP, ChainTask, _write_done, find_resume_point
 
 
 def finished_segment(store: RenderStore, frames: int, size: int) -> Segment:

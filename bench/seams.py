@@ -15,11 +15,11 @@ import itertools
 import statistics
 import tempfile
 
-from deforum_ray.models import build_tiny  # noqa: F401  (imports torch once, before timing anything)
-from deforum_ray.loop import seam_steps
-from deforum_ray.plan import plan
-from deforum_ray.spec import load_job
-from deforum_ray.worker import FluxWorker, render_clip_here
+from deforum_ray.model.loading import build_tiny  # noqa: F401  (imports torch once, before timing anything)
+from deforum_ray.frame.loop import seam_steps
+from deforum_ray.job.plan import plan
+from deforum_ray.job.spec import load_job
+from deforum_ray.render.worker import FluxWorker, render_clip_here
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ import time
 t_start = time.perf_counter()
 import torch  # noqa: E402
 
-from deforum_ray.models import build_tiny, load_model  # noqa: E402
-from deforum_ray.spec import ModelSpec  # noqa: E402
+from deforum_ray.model.loading import build_tiny, load_model  # noqa: E402
+from deforum_ray.job.spec import ModelSpec  # noqa: E402
 
 t_imported = time.perf_counter()
 

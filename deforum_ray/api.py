@@ -1,7 +1,7 @@
 """The Python API the seed's users know: ``create_flux1_pipeline(...).generate_animation(...)``.
 
 It builds a one-clip job spec and goes through the same validation and renderer as the CLI, so
-a bad argument gets the same one-line, field-naming error (:class:`deforum_ray.spec.SpecError`).
+a bad argument gets the same one-line, field-naming error (:class:`deforum_ray.job.spec.SpecError`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from .driver import WorkerPool, connect, render
-from .spec import load_job
+from .render.driver import WorkerPool, connect, render
+from .job.spec import load_job
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from . import __version__
 from .errors import first_line
-from .schedule import ScheduleError, parse_schedule
+from .job.schedule import ScheduleError, parse_schedule
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -28,7 +28,7 @@ class UsageError(Exception):
 
 
 def _load(args: argparse.Namespace):
-    from .spec import SpecError, load_job
+    from .job.spec import SpecError, load_job
 
     try:
         return load_job(args.spec, args.overrides)
@@ -60,8 +60,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from .plan import format_plan, plan
-    from .spec import spec_to_yaml
+    from .job.plan import format_plan, plan
+    from .job.spec import spec_to_yaml
 
     spec = _load(args)
     print(format_plan(plan(spec), spec))
@@ -73,7 +73,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_render(args: argparse.Namespace) -> int:
     spec = _load(args)  # every check happens before any model work or any write
-    from .driver import JobConflict, render
+    from .render.driver import JobConflict, render
 
     try:
         result = render(spec, progress=not args.no_progress, fresh=args.fresh)

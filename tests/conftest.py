@@ -106,8 +106,8 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def tiny_pool(ray_cluster):
     """One resident tiny-model worker shared by the tests that only need a renderer."""
-    from deforum_ray.driver import WorkerPool
-    from deforum_ray.spec import ModelSpec
+    from deforum_ray.render.driver import WorkerPool
+    from deforum_ray.job.spec import ModelSpec
 
     pool = WorkerPool(ModelSpec(name="tiny", source="tiny", transformer=None, max_text_length=32,
                                 shift_timesteps=False), 1)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import deforum_ray
-from deforum_ray.schedule import parse_schedule
+from deforum_ray.job.schedule import parse_schedule
 
 SCRIPT = Path(sys.executable).with_name("deforum-ray")
 

@@ -18,12 +18,12 @@ import pytest
 import torch
 from PIL import Image
 
-from deforum_ray.driver import manifest
-from deforum_ray.finalize import FinalizeError, clip_sequence, ContactSheet, ffmpeg_exe, finalize, interpolated, stored_frames
-from deforum_ray.plan import plan
-from deforum_ray.spec import load_job
+from deforum_ray.render.driver import manifest
+from deforum_ray.post.finalize import FinalizeError, clip_sequence, ContactSheet, ffmpeg_exe, finalize, interpolated, stored_frames
+from deforum_ray.job.plan import plan
+from deforum_ray.job.spec import load_job
 from deforum_ray.store import RenderStore
-from deforum_ray.worker import _write_done
+from deforum_ray.render.worker import _write_done
 
 SIZE = 32
 LENGTHS = {"a": 5, "b": 4}
@@ -222,7 +222,7 @@ def test_clip_sequence_streams(tmp_path):
 
 def test_latent_in_betweens_are_decoded_slerps_of_the_stored_latents(tmp_path):
     """A real tiny render (frames and their latents), interpolated x4 in latent space on a worker."""
-    from deforum_ray.worker import FluxWorker, render_clip_here
+    from deforum_ray.render.worker import FluxWorker, render_clip_here
 
     spec = load_job({"name": "lat", "model": "tiny", "width": 64, "height": 64, "fps": 10, "noise_mode": "slerp",
                      "motion": {"translation_x": "0:(4)"}, "num_frames": 6, "prompts": {0: "a red fox"}},

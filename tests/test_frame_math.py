@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from conftest import REPO
-from deforum_ray.color import channel_stats, match_channel_stats
-from deforum_ray.models import build_tiny
-from deforum_ray.motion import compose, motion_matrix, warp
-from deforum_ray.noise import derive_seed, frame_noise, gaussian, slerp
-from deforum_ray.prompts import blend_weights, embedding_at, encode_prompts
-from deforum_ray.sampling import (
+from deforum_ray.frame.color import channel_stats, match_channel_stats
+from deforum_ray.model.loading import build_tiny
+from deforum_ray.frame.motion import compose, motion_matrix, warp
+from deforum_ray.frame.noise import derive_seed, frame_noise, gaussian, slerp
+from deforum_ray.frame.prompts import blend_weights, embedding_at, encode_prompts
+from deforum_ray.frame.sampling import (
     denoise,
     euler_step,
     get_schedule,
@@ -304,8 +304,8 @@ def test_whole_cell_shifts_compose_exactly():
 
 
 def test_motion_between_frames_uses_every_frame_of_the_gap(tmp_path):
-    from deforum_ray.loop import FrameSchedules
-    from deforum_ray.spec import load_job
+    from deforum_ray.frame.loop import FrameSchedules
+    from deforum_ray.job.spec import load_job
 
     spec = load_job(REPO / "jobs/demo.yaml", [f"output.uri={tmp_path}"])
     sched = FrameSchedules.of(spec.clips[0])
@@ -316,7 +316,7 @@ def test_motion_between_frames_uses_every_frame_of_the_gap(tmp_path):
 
 @pytest.mark.parametrize(("frame", "weight"), [(3, 0.0), (4, 0.0), (5, 0.25), (6, 0.5), (7, 0.75), (8, 0.0)])
 def test_blend_weight_ramps_over_the_last_frames_before_the_next_anchor(frame, weight):
-    from deforum_ray.loop import blend_weight
+    from deforum_ray.frame.loop import blend_weight
 
     assert blend_weight(frame, next_anchor=8, blend=3) == weight
     assert blend_weight(frame, next_anchor=8, blend=0) == 0.0

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from deforum_ray.models import FluxModel, ModelError, build_tiny, load_model
-from deforum_ray.prompts import encode_prompts
-from deforum_ray.sampling import latent_image_ids, pack
-from deforum_ray.spec import ModelSpec
+from deforum_ray.model.loading import FluxModel, ModelError, build_tiny, load_model
+from deforum_ray.frame.prompts import encode_prompts
+from deforum_ray.frame.sampling import latent_image_ids, pack
+from deforum_ray.job.spec import ModelSpec
 
 
 def spec_for(source: str, transformer: str | None = None, shift: bool | None = None) -> ModelSpec:

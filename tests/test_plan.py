@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-from deforum_ray.plan import cut_segments, format_plan, frame_passes, job_id, plan
-from deforum_ray.schedule import start_indices
-from deforum_ray.spec import load_job
+from deforum_ray.job.plan import cut_segments, format_plan, frame_passes, job_id, plan
+from deforum_ray.job.schedule import start_indices
+from deforum_ray.job.spec import load_job
 
 DEMO = REPO / "jobs" / "demo.yaml"
 

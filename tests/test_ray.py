@@ -18,8 +18,8 @@ from PIL import Image
 
 from conftest import REPO
 from deforum_ray import cli
-from deforum_ray.driver import JobFailed, render
-from deforum_ray.spec import load_job
+from deforum_ray.render.driver import JobFailed, render
+from deforum_ray.job.spec import load_job
 from deforum_ray.store import RenderStore
 
 
@@ -159,7 +159,7 @@ def test_a_clip_that_always_fails_fails_the_job_after_the_others_finish(ray_clus
     import yaml
 
     path.write_text(yaml.safe_dump(job))
-    import deforum_ray.spec as spec_module
+    import deforum_ray.job.spec as spec_module
 
     monkeypatch.setattr(spec_module, "_check_init_image", lambda *args: None)  # as if deleted after validation
     image.unlink()

@@ -17,12 +17,12 @@ from safetensors.torch import load, save
 
 from conftest import REPO
 from deforum_ray import create_flux1_pipeline
-from deforum_ray.driver import render
-from deforum_ray.loop import Chain, LoopState, decode, encode
-from deforum_ray.models import build_tiny
-from deforum_ray.plan import frame_passes, plan
-from deforum_ray.prompts import encode_prompts
-from deforum_ray.spec import load_job
+from deforum_ray.render.driver import render
+from deforum_ray.frame.loop import Chain, LoopState, decode, encode
+from deforum_ray.model.loading import build_tiny
+from deforum_ray.job.plan import frame_passes, plan
+from deforum_ray.frame.prompts import encode_prompts
+from deforum_ray.job.spec import load_job
 from deforum_ray.store import RenderStore
 
 
@@ -167,7 +167,7 @@ def test_post_interpolation_and_loop_frame_counts(tmp_path, tiny, tiny_pool, met
 
 
 def test_final_stage_errors_come_back_from_its_ray_task_as_one_line(tmp_path, tiny, tiny_pool):
-    from deforum_ray.finalize import FinalizeError
+    from deforum_ray.post.finalize import FinalizeError
 
     first = render(load_job(job(tmp_path, post={"interpolation": 2, "interpolation_method": "latent"})),
                    pool=tiny_pool, progress=False)
@@ -249,7 +249,7 @@ def test_seed_quick_start_api_on_the_cpu(tmp_path, ray_cluster):
 
 
 def test_api_bad_argument_is_a_named_spec_error(tmp_path):
-    from deforum_ray.spec import SpecError
+    from deforum_ray.job.spec import SpecError
 
     pipe = create_flux1_pipeline(device="cpu", model="tiny")
     with pytest.raises(SpecError, match=r"motion\.translation_z: unknown key"):

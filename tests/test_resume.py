@@ -170,9 +170,9 @@ def test_corrupt_checkpoint_and_truncated_frame_are_rerendered(tmp_path, referen
 
 
 def test_a_finished_job_is_known_from_listings_and_the_final_stage_catches_bit_rot(tmp_path, tiny_pool):
-    from deforum_ray.driver import render
-    from deforum_ray.finalize import FinalizeError
-    from deforum_ray.spec import load_job
+    from deforum_ray.render.driver import render
+    from deforum_ray.post.finalize import FinalizeError
+    from deforum_ray.job.spec import load_job
 
     def spec(*overrides: str):
         return load_job(str(write_job(tmp_path, frames=30)), [f"output.uri={tmp_path / 'out'}", *overrides])
@@ -198,8 +198,8 @@ def test_a_finished_job_is_known_from_listings_and_the_final_stage_catches_bit_r
 def test_the_driver_sees_where_chains_stand_from_listings(tmp_path):
     import torch
 
-    from deforum_ray.plan import Segment
-    from deforum_ray.worker import ChainTask, _write_done, chain_standing
+    from deforum_ray.job.plan import Segment
+    from deforum_ray.render.worker import ChainTask, _write_done, chain_standing
 
     store = RenderStore(str(tmp_path))
     seg = Segment("c", 0, 0, 12)

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from deforum_ray.schedule import ScheduleError, parse_keyframes, parse_schedule
+from deforum_ray.job.schedule import ScheduleError, parse_keyframes, parse_schedule
 
 
 def reference_interp(points: dict[int, float], num_frames: int) -> list[float]:

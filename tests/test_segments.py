@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from conftest import REPO
-from deforum_ray import loop
-from deforum_ray.loop import seam_steps
-from deforum_ray.motion import motion_matrix
-from deforum_ray.plan import plan
-from deforum_ray.schedule import parse_schedule
-from deforum_ray.spec import load_job
+from deforum_ray.frame import loop
+from deforum_ray.frame.loop import seam_steps
+from deforum_ray.frame.motion import motion_matrix
+from deforum_ray.job.plan import plan
+from deforum_ray.job.schedule import parse_schedule
+from deforum_ray.job.spec import load_job
 from deforum_ray.store import RenderStore
-from deforum_ray.worker import FluxWorker, load_anchor, render_clip_here
+from deforum_ray.render.worker import FluxWorker, load_anchor, render_clip_here
 
 FRAMES, SEGMENT = 48, 8  # 48: long enough for the demo camera to reach its steady motion (frame 24)
 

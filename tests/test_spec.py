@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import REPO, snapshot
 from deforum_ray import cli
-from deforum_ray.spec import JobSpec, SpecError, load_job, spec_to_yaml
+from deforum_ray.job.spec import JobSpec, SpecError, load_job, spec_to_yaml
 
 DEMO = REPO / "jobs" / "demo.yaml"
 CAT = REPO / "jobs" / "cat_sushi.yaml"
@@ -307,7 +307,7 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path, capsys):
 def test_strict_fallback_loader_refuses_duplicates_and_reads_floats():
     import yaml
 
-    from deforum_ray.spec import _StrictLoader
+    from deforum_ray.job.spec import _StrictLoader
 
     with pytest.raises(yaml.YAMLError, match="duplicate key seed"):
         yaml.load("seed: 1\nseed: 2\n", Loader=_StrictLoader)

@@ -19,10 +19,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import first_line
-from .loop import Chain, Lane, LoopState, SegmentEnds, advance, decode
-from .plan import ClipPlan, Segment
-from .store import RenderStore, worker_name
+from ..errors import first_line
+from ..frame.loop import Chain, Lane, LoopState, SegmentEnds, advance, decode
+from ..job.plan import ClipPlan, Segment
+from ..store import RenderStore, worker_name
 
 
 CLIP, ANCHORS, SEGMENT = "clip", "anchors", "segment"  # what a ChainTask renders
@@ -363,7 +363,7 @@ class FluxWorker:
     def __init__(self, model_spec: Any, threads: int | None = None, device: str | None = None, offload: bool = False):
         import torch
 
-        from .models import load_model
+        from ..model.loading import load_model
 
         if threads:
             torch.set_num_threads(threads)  # the same on every worker: same float results everywhere
@@ -374,7 +374,7 @@ class FluxWorker:
         return self.name
 
     def embed(self, texts: Sequence[str]) -> dict[str, Any]:
-        from .prompts import encode_prompts
+        from ..frame.prompts import encode_prompts
 
         return {text: emb.to("cpu") for text, emb in encode_prompts(self.model, texts).items()}
 
@@ -418,7 +418,7 @@ class FluxWorker:
         return results  # type: ignore[return-value]
 
     def _open(self, job: ChainJob, embeddings: dict[str, Any], progress: Any) -> _Run:
-        from .loop import encode, load_image
+        from ..frame.loop import encode, load_image
 
         task, clip = job.task, job.clip
         store = RenderStore(job.store_uri, job.storage_options)
@@ -456,7 +456,7 @@ def render_clip_here(worker: FluxWorker, spec: Any, clip_name: str, store_uri: s
     """Render one clip of a job into the job folder ``store_uri``, in this process and without
     Ray: its anchors, then its chains ``chains_per_call`` at a time through :meth:`FluxWorker.render`. Returns every frame's latent
     (for measurements: seams, batching tolerance). Raises the first chain's error."""
-    from .plan import plan
+    from ..job.plan import plan
 
     clip_plan = next(c for c in plan(spec).clips if c.name == clip_name)
     clip = next(c for c in spec.clips if c.name == clip_name)

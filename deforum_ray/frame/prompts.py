@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .models import CLIP_MAX_LENGTH
+from ..model.loading import CLIP_MAX_LENGTH
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,13 @@ import torch
 from torch import Tensor
 
 from .color import match_channel_stats
-from .models import VAE_SCALE, FluxModel
+from ..model.loading import VAE_SCALE, FluxModel
 from .motion import compose, motion_matrix, warp
 from .noise import frame_noise
 from .prompts import TextEmbedding, embedding_at
 from .sampling import euler_step, get_schedule, image_seq_len, latent_image_ids, mix_noise, pack, start_index, unpack
-from .schedule import parse_schedule
-from .spec import ClipSpec
+from ..job.schedule import parse_schedule
+from ..job.spec import ClipSpec
 
 
 @dataclass(frozen=True)

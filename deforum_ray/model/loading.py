@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .errors import first_line
+from ..errors import first_line
 
 __all__ = ["FluxModel", "ModelError", "build_tiny", "default_device", "load_model"]
 

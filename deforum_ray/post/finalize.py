@@ -28,9 +28,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .plan import ClipPlan, RenderPlan
-from .spec import JobSpec
-from .store import RenderStore
+from ..job.plan import ClipPlan, RenderPlan
+from ..job.spec import JobSpec
+from ..store import RenderStore
 
 FINAL = "final.json"
 
@@ -71,7 +71,7 @@ def stored_frames(store: RenderStore, clip: ClipPlan, reverse: bool = False, bat
                   latents: bool = False) -> Iterator[Any]:
     """A clip's rendered frames (or their latents) from the store, in order or reversed, a few
     fetched at a time."""
-    from .store import decode_png
+    from ..store import decode_png
 
     where = {n: seg.index for seg in clip.segments for n in range(seg.start, seg.stop)}
     rel = store.latent_rel if latents else store.frame_rel
@@ -178,7 +178,7 @@ Decoder = Callable[[list[Any]], list[np.ndarray]]  # latents -> RGB frames, on a
 def slerped(frames: Iterable[np.ndarray], latents: Iterable[Any], factor: int, decoder: Decoder) -> Iterator[np.ndarray]:
     """In-betweens decoded from spherical interpolations of neighbouring frames' latents; the
     rendered frames themselves pass through."""
-    from .noise import slerp
+    from ..frame.noise import slerp
 
     previous = None
     for frame, latent in zip(frames, latents):

@@ -18,7 +18,7 @@ import numpy as np
 
 from .schedule import parse_schedule, start_indices
 from .spec import RENDER_KEYS, ClipSpec, JobSpec, clip_output_frames, spec_to_dict
-from .table import format_table
+from ..table import format_table
 
 PLAN_VERSION = 2  # bump when the renderer's pixels change for the same spec (2: keyframe anchors)
 

@@ -25,7 +25,7 @@ import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .errors import first_line
+from ..errors import first_line
 from .schedule import ScheduleError, evaluate_keyframes, parse_keyframes, start_indices
 
 __all__ = [
@@ -221,7 +221,7 @@ def conf_dir() -> Path:
     """``$DEFORUM_RAY_CONF``, else ``conf/`` beside the package source, else ``./conf``."""
     env = os.environ.get("DEFORUM_RAY_CONF")
     candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parent.parent / "conf", Path.cwd() / "conf"]
+    candidates += [Path(__file__).resolve().parents[2] / "conf", Path.cwd() / "conf"]
     for candidate in candidates:
         if (candidate / "defaults.yaml").is_file():
             return candidate

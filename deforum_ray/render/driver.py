@@ -25,12 +25,12 @@ from typing import Any, Callable
 import yaml
 from torch import Tensor
 
-from .errors import first_line
-from .finalize import FinalResult, finalize, made_outputs
-from .plan import RenderPlan, pixel_tree, plan, tree_diff
-from .spec import JobSpec, spec_to_dict, spec_to_yaml
-from .store import RenderStore, job_folders
-from .table import format_table
+from ..errors import first_line
+from ..post.finalize import FinalResult, finalize, made_outputs
+from ..job.plan import RenderPlan, pixel_tree, plan, tree_diff
+from ..job.spec import JobSpec, spec_to_dict, spec_to_yaml
+from ..store import RenderStore, job_folders
+from ..table import format_table
 from .worker import (ANCHORS, ChainError, ChainJob, ChainReport, ChainTask, FluxWorker, Progress, chain_standing,
                      chain_tasks, find_resume_point)
 
