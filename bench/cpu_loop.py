@@ -16,18 +16,22 @@ import time
 import numpy as np
 import torch
 
-from deforum_ray.frame.loop import Chain, LoopState
-from deforum_ray.model.loading import build_tiny
+from deforum_ray.frame.loop import Chain, LoopState, run_chain
 from deforum_ray.frame.prompts import encode_prompts
 from deforum_ray.job.spec import load_job
+from deforum_ray.model.loading import build_tiny
+from deforum_ray.model.vae import decode
 
 
 def ours(model, spec, frames: int) -> float:
     clip = spec.clips[0]
     chain = Chain(model, clip, spec.width, spec.height, encode_prompts(model, list(clip.prompts.values())))
-    chain.run(LoopState(), 2, lambda *_: None)  # warm-up
+    def decoded(n, z, state):
+        decode(model, z)
+
+    run_chain(chain, LoopState(), 2, decoded)  # warm-up
     start = time.perf_counter()
-    chain.run(LoopState(), frames, lambda *_: None)
+    run_chain(chain, LoopState(), frames, decoded)
     return frames / (time.perf_counter() - start)
 
 

@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from deforum_ray.post.finalize import blend, minterpolate, slerped
-from deforum_ray.frame.loop import decode
+from deforum_ray.model.vae import decode
 from deforum_ray.frame.motion import motion_matrix, warp
 from deforum_ray.job.spec import load_job
-from deforum_ray.render.worker import FluxWorker, render_clip_here
+from deforum_ray.render.local import render_local
+from deforum_ray.render.worker import FluxWorker
 
 METHODS = {"blend": lambda frames, k, fps: blend(frames, k),
            "ffmpeg": lambda frames, k, fps: minterpolate(frames, k, len(frames), fps)}
@@ -35,7 +36,7 @@ def rendered_clip(frames: int) -> tuple[list[np.ndarray], list[torch.Tensor], Fl
     spec = load_job("jobs/demo.yaml", [f"clips.0.num_frames={frames}", "clips.1.num_frames=2", "noise_mode=slerp"])
     worker = FluxWorker(spec.model, device="cpu")
     with tempfile.TemporaryDirectory() as out:
-        latents = render_clip_here(worker, spec, "lighthouse", out)
+        latents = render_local(worker, spec, "lighthouse", out)
     ordered = [latents[n].to(torch.float16).float() for n in range(frames)]  # as stored
     return [decode(worker.model, latents[n]) for n in range(frames)], ordered, worker
 

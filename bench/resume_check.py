@@ -22,7 +22,8 @@ import torch
 
 from deforum_ray.job.plan import Segment
 from deforum_ray.store import RenderStore
-from deforum_ray.render.worker import CLIP, ChainTask, _write_done, find_resume_point
+from deforum_ray.job.plan import ChainTask
+from deforum_ray.render.resume import find_resume_point, write_done
 
 
 def finished_segment(store: RenderStore, frames: int, size: int) -> Segment:
@@ -32,7 +33,7 @@ def finished_segment(store: RenderStore, frames: int, size: int) -> Segment:
         store.put_tensors(store.latent_rel("c", 0, n), {"latent": torch.zeros(1, 16, size // 8, size // 8,
                                                                                dtype=torch.float16)})
         store.write_frame("c", 0, n, rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
-    _write_done(store, "c", seg, {})
+    write_done(store, "c", seg, {})
     return seg
 
 
@@ -47,7 +48,7 @@ def timed(what, repeat: int = 3) -> float:
 
 def measure(name: str, store: RenderStore, frames: int, size: int) -> None:
     seg = finished_segment(store, frames, size)
-    task = ChainTask("c", 0, frames, (seg,), CLIP)
+    task = ChainTask("c", 0, frames, (seg,))
     rels = [rel for n in range(frames) for rel in (store.frame_rel("c", 0, n), store.latent_rel("c", 0, n))]
     full = timed(lambda: store.get_many(rels))
     fast = timed(lambda: find_resume_point(store, task))

@@ -19,7 +19,8 @@ from deforum_ray.model.loading import build_tiny  # noqa: F401  (imports torch o
 from deforum_ray.frame.loop import seam_steps
 from deforum_ray.job.plan import plan
 from deforum_ray.job.spec import load_job
-from deforum_ray.render.worker import FluxWorker, render_clip_here
+from deforum_ray.render.local import render_local
+from deforum_ray.render.worker import FluxWorker
 
 
 def main() -> None:
@@ -37,7 +38,7 @@ def main() -> None:
                      f"blend={blend}", "clips.1.num_frames=2"]
         with tempfile.TemporaryDirectory() as out:
             spec = load_job("jobs/demo.yaml", [*overrides, f"output.uri={out}"])
-            latents = render_clip_here(worker, spec, "lighthouse", out)
+            latents = render_local(worker, spec, "lighthouse", out)
         seams, inside = seam_steps(latents, plan(spec).clips[0].anchors)
         median = statistics.median(inside)
         print(f"{segment:7d} {mode:12} {spec.clips[0].blend:5d} {median:12.4f} {max(seams):11.4f} {max(seams) / median:6.2f}")

@@ -23,7 +23,7 @@ from deforum_ray.post.finalize import FinalizeError, clip_sequence, ContactSheet
 from deforum_ray.job.plan import plan
 from deforum_ray.job.spec import load_job
 from deforum_ray.store import RenderStore
-from deforum_ray.render.worker import _write_done
+from deforum_ray.render.resume import write_done
 
 SIZE = 32
 LENGTHS = {"a": 5, "b": 4}
@@ -51,7 +51,7 @@ def job_folder(tmp_path: Path, *overrides: str, clips: int = 2):
                 store.put_tensors(store.latent_rel(clip.name, seg.index, n),
                                   {"latent": torch.full((1, 16, SIZE // 8, SIZE // 8), float(n), dtype=torch.float16)})
                 store.write_frame(clip.name, seg.index, n, picture(n, i))
-            _write_done(store, clip.name, seg, {})
+            write_done(store, clip.name, seg, {})
             assert store.read_json(store.done_rel(clip.name, seg.index)) is not None
     return spec, render_plan, store
 
@@ -222,7 +222,8 @@ def test_clip_sequence_streams(tmp_path):
 
 def test_latent_in_betweens_are_decoded_slerps_of_the_stored_latents(tmp_path):
     """A real tiny render (frames and their latents), interpolated x4 in latent space on a worker."""
-    from deforum_ray.render.worker import FluxWorker, render_clip_here
+    from deforum_ray.render.local import render_local
+    from deforum_ray.render.worker import FluxWorker
 
     spec = load_job({"name": "lat", "model": "tiny", "width": 64, "height": 64, "fps": 10, "noise_mode": "slerp",
                      "motion": {"translation_x": "0:(4)"}, "num_frames": 6, "prompts": {0: "a red fox"}},
@@ -231,7 +232,7 @@ def test_latent_in_betweens_are_decoded_slerps_of_the_stored_latents(tmp_path):
     render_plan = plan(spec)
     store = RenderStore(render_plan.output_dir)
     worker = FluxWorker(spec.model, device="cpu")
-    render_clip_here(worker, spec, "lat", store.uri)
+    render_local(worker, spec, "lat", store.uri)
     store.write_json("manifest.json", manifest(render_plan))
     calls: list[int] = []
 

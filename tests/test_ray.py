@@ -19,6 +19,7 @@ from PIL import Image
 from conftest import REPO
 from deforum_ray import cli
 from deforum_ray.render.driver import JobFailed, render
+from deforum_ray.job.plan import ChainKind
 from deforum_ray.job.spec import load_job
 from deforum_ray.store import RenderStore
 
@@ -104,7 +105,7 @@ def test_two_chains_per_worker_give_the_same_frames_within_one_level(segmented_o
     assert {r["segment"] for r in together} == {0, 1, 2, 3}  # segment 4 had no partner left
     first_two = sorted((r["timestamp"], r["segment"]) for r in together if r["segment"] in (0, 1))
     assert [seg for _, seg in first_two[:4]] in ([0, 1, 0, 1], [1, 0, 1, 0])  # advanced frame by frame, together
-    assert {r.advanced_together for r in batched.reports if r.kind == "segment"} == {1, 2}
+    assert {r.advanced_together for r in batched.reports if r.kind is ChainKind.SEGMENT} == {1, 2}
 
 
 def test_a_killed_worker_is_replaced_and_the_job_finishes_identically(ray_cluster, tmp_path):

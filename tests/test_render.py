@@ -18,7 +18,8 @@ from safetensors.torch import load, save
 from conftest import REPO
 from deforum_ray import create_flux1_pipeline
 from deforum_ray.render.driver import render
-from deforum_ray.frame.loop import Chain, LoopState, decode, encode
+from deforum_ray.frame.loop import Chain, LoopState, run_chain
+from deforum_ray.model.vae import decode, encode
 from deforum_ray.model.loading import build_tiny
 from deforum_ray.job.plan import frame_passes, plan
 from deforum_ray.frame.prompts import encode_prompts
@@ -113,11 +114,14 @@ def test_transformer_passes_per_frame_follow_the_plan(tmp_path, tiny):
     try:
         chain = Chain(tiny, clip, spec.width, spec.height, encode_prompts(tiny, list(clip.prompts.values())))
         per_frame = []
-        state = LoopState()
-        for _ in range(clip.num_frames):
-            before = len(calls)
-            state, _ = chain.step(state)
-            per_frame.append(len(calls) - before)
+        counted = 0
+
+        def count(n, z, state):
+            nonlocal counted
+            per_frame.append(len(calls) - counted)
+            counted = len(calls)
+
+        run_chain(chain, LoopState(), clip.num_frames, count)
     finally:
         hook.remove()
     assert per_frame == frame_passes(clip)
@@ -129,13 +133,15 @@ def test_loop_state_checkpoint_resumes_bit_exactly(tmp_path, tiny):
     clip = spec.clips[0]
     embeddings = encode_prompts(tiny, list(clip.prompts.values()))
     straight: list[np.ndarray] = []
-    Chain(tiny, clip, spec.width, spec.height, embeddings).run(LoopState(), 8, lambda n, rgb, s: straight.append(rgb))
+    run_chain(Chain(tiny, clip, spec.width, spec.height, embeddings), LoopState(), 8,
+              lambda n, z, s: straight.append(decode(tiny, z)))
     resumed: list[np.ndarray] = []
     chain = Chain(tiny, clip, spec.width, spec.height, embeddings)
-    state = chain.run(LoopState(), 4, lambda n, rgb, s: resumed.append(rgb))
+    state = run_chain(chain, LoopState(), 4, lambda n, z, s: resumed.append(decode(tiny, z)))
     restored = LoopState.from_tensors(load(save(state.tensors())))  # through safetensors bytes
     assert restored.frame == 4
-    Chain(tiny, clip, spec.width, spec.height, embeddings).run(restored, 8, lambda n, rgb, s: resumed.append(rgb))
+    run_chain(Chain(tiny, clip, spec.width, spec.height, embeddings), restored, 8,
+              lambda n, z, s: resumed.append(decode(tiny, z)))
     assert all(np.array_equal(a, b) for a, b in zip(straight, resumed)) and len(resumed) == 8
 
 
@@ -145,11 +151,12 @@ def test_colour_coherence_applies_to_the_carried_latent(tmp_path, tiny, mode):
     clip = spec.clips[0]
     chain = Chain(tiny, clip, spec.width, spec.height, encode_prompts(tiny, list(clip.prompts.values())))
     latents = []
-    state = LoopState()
-    for _ in range(4):
-        state, z = chain.step(state)
+
+    def check(n, z, state):
         latents.append(z)
         assert torch.equal(state.latent, z)  # the matched latent is what the next frame warps
+
+    run_chain(chain, LoopState(), 4, check)
     reference = latents[0] if mode == "match_first" else latents[2]
     mean = lambda z: z.mean(dim=(2, 3))  # noqa: E731
     std = lambda z: z.std(dim=(2, 3), unbiased=False)  # noqa: E731

@@ -199,7 +199,8 @@ def test_the_driver_sees_where_chains_stand_from_listings(tmp_path):
     import torch
 
     from deforum_ray.job.plan import Segment
-    from deforum_ray.render.worker import ChainTask, _write_done, chain_standing
+    from deforum_ray.job.plan import ChainTask
+    from deforum_ray.render.resume import chain_standing, write_done
 
     store = RenderStore(str(tmp_path))
     seg = Segment("c", 0, 0, 12)
@@ -211,7 +212,7 @@ def test_the_driver_sees_where_chains_stand_from_listings(tmp_path):
     for frame in (5, 10):
         store.put_checkpoint("c", 0, frame, {"frame": torch.tensor(frame)})
     assert chain_standing(store, task) == (False, 10)  # every frame there, but no DONE: the worker decides
-    _write_done(store, "c", seg, {})
+    write_done(store, "c", seg, {})
     assert chain_standing(store, task) == (True, 12)
     assert chain_standing(store, task, fresh=True) == (False, 0)
 

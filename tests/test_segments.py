@@ -21,7 +21,9 @@ from deforum_ray.job.plan import plan
 from deforum_ray.job.schedule import parse_schedule
 from deforum_ray.job.spec import load_job
 from deforum_ray.store import RenderStore
-from deforum_ray.render.worker import FluxWorker, load_anchor, render_clip_here
+from deforum_ray.render.local import render_local
+from deforum_ray.render.resume import load_anchor
+from deforum_ray.render.worker import FluxWorker
 
 FRAMES, SEGMENT = 48, 8  # 48: long enough for the demo camera to reach its steady motion (frame 24)
 
@@ -47,11 +49,11 @@ def test_seams_are_no_larger_than_an_ordinary_frame_step(worker, tmp_path, noise
     spec = segmented(tmp_path / "eased", f"noise_mode={noise_mode}")
     anchors = plan(spec).clips[0].anchors
     assert anchors == tuple(range(0, FRAMES, SEGMENT))
-    eased = seam_ratio(render_clip_here(worker, spec, "lighthouse", str(tmp_path / "eased")), anchors)
+    eased = seam_ratio(render_local(worker, spec, "lighthouse", str(tmp_path / "eased")), anchors)
     assert eased <= 1.5  # measured 1.23 (fixed), 1.17 (slerp), 0.49 (incremental): bench/seams.py --frames 48
     # The same clip without easing (measured 21.4, 7.0, 1.62): the check above is one that can fail.
     hard = segmented(tmp_path / "hard", f"noise_mode={noise_mode}", "blend=0")
-    assert seam_ratio(render_clip_here(worker, hard, "lighthouse", str(tmp_path / "hard")), anchors) > without_easing
+    assert seam_ratio(render_local(worker, hard, "lighthouse", str(tmp_path / "hard")), anchors) > without_easing
 
 
 def test_segments_start_on_their_anchors_and_anchors_carry_the_composed_motion(worker, tmp_path, monkeypatch):
@@ -64,7 +66,7 @@ def test_segments_start_on_their_anchors_and_anchors_carry_the_composed_motion(w
 
     monkeypatch.setattr(loop, "warp", recording_warp)
     spec = segmented(tmp_path, "blend=0")  # no easing: every warp is a frame step or an anchor gap
-    latents = render_clip_here(worker, spec, "lighthouse", str(tmp_path), chains_per_call=4)
+    latents = render_local(worker, spec, "lighthouse", str(tmp_path), chains_per_call=4)
     store = RenderStore(str(tmp_path))
     clip = spec.clips[0]
     anchors = tuple(range(0, FRAMES, SEGMENT))

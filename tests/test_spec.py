@@ -307,11 +307,11 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path, capsys):
 def test_strict_fallback_loader_refuses_duplicates_and_reads_floats():
     import yaml
 
-    from deforum_ray.job.spec import _StrictLoader
+    from deforum_ray.job.spec import StrictLoader
 
     with pytest.raises(yaml.YAMLError, match="duplicate key seed"):
-        yaml.load("seed: 1\nseed: 2\n", Loader=_StrictLoader)
-    assert yaml.load("a: {b: 1}\n", Loader=_StrictLoader) == {"a": {"b": 1}}
+        yaml.load("seed: 1\nseed: 2\n", Loader=StrictLoader)
+    assert yaml.load("a: {b: 1}\n", Loader=StrictLoader) == {"a": {"b": 1}}
 
 
 def test_yaml_floats_in_exponent_form(write_job, tmp_path):

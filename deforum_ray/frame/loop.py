@@ -18,20 +18,22 @@ transformer once per Euler step for all of them (``cluster.chains_per_worker``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .color import match_channel_stats
-from ..model.loading import VAE_SCALE, FluxModel
-from .motion import compose, motion_matrix, warp
-from .noise import frame_noise
-from .prompts import TextEmbedding, embedding_at
-from .sampling import euler_step, get_schedule, image_seq_len, latent_image_ids, mix_noise, pack, start_index, unpack
+from ..job.plan import ChainKind
 from ..job.schedule import parse_schedule
 from ..job.spec import ClipSpec
+from ..model.denoiser import TextEmbedding
+from ..model.loading import VAE_SCALE, FluxModel
+from .color import match_channel_stats
+from .motion import compose, motion_matrix, warp
+from .noise import frame_noise
+from .prompts import embedding_at
+from .sampling import euler_step, get_schedule, image_seq_len, latent_image_ids, mix_noise, pack, start_index, unpack
 
 
 @dataclass(frozen=True)
@@ -118,16 +120,17 @@ class FrameInput:
 
 @dataclass
 class Chain:
-    """Everything fixed over one chain: the model, the clip, its schedules and prompt embeddings."""
+    """A whole clip: every frame from the one before. Holds everything fixed over the chain: the
+    model, the clip, its schedules and prompt embeddings. :class:`AnchorChain` and
+    :class:`SegmentChain` change which frames it visits, at what strength, and what it eases to."""
 
+    kind: ClassVar[ChainKind] = ChainKind.CLIP
     model: FluxModel
     clip: ClipSpec
     width: int
     height: int
     embeddings: Mapping[str, TextEmbedding]
     init_latent: Tensor | None = None  # first frame from an init image (CPU, float32)
-    anchors: tuple[int, ...] | None = None  # an anchor chain: only these frames, each from the one before
-    ends: SegmentEnds | None = None  # a segment of an anchored clip
     schedules: FrameSchedules = field(init=False)
     timesteps: list[float] = field(init=False)
 
@@ -135,8 +138,7 @@ class Chain:
         self.schedules = FrameSchedules.of(self.clip)
         self.timesteps = get_schedule(self.clip.steps, image_seq_len(self.height, self.width), self.model.shift_timesteps)
         self.latent_h, self.latent_w = self.height // VAE_SCALE, self.width // VAE_SCALE
-        device = self.model.device
-        self._img_ids = latent_image_ids(self.latent_h, self.latent_w, device, self.model.dtype)
+        self.img_ids = latent_image_ids(self.latent_h, self.latent_w, self.model.device, self.model.dtype)
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
@@ -147,22 +149,25 @@ class Chain:
         """Chains with equal keys can share a transformer forward."""
         return (id(self.model), tuple(self.timesteps), self.latent_h, self.latent_w)
 
+    # -- what each kind of chain decides ----------------------------------------------------------
     def previous_frame(self, n: int) -> int:
-        return n - 1 if self.anchors is None else self.anchors[self.anchors.index(n) - 1]
+        return n - 1
 
     def next_frame(self, n: int) -> int:
-        if self.anchors is None:
-            return n + 1
-        i = self.anchors.index(n) + 1
-        return self.anchors[i] if i < len(self.anchors) else self.clip.num_frames
+        return n + 1
 
-    # -- one frame, in three parts so that several chains can share the denoising ---------------
+    def strength(self, n: int) -> float:
+        return float(self.schedules.strength[n])
+
     def given(self, state: LoopState) -> tuple[LoopState, Tensor] | None:
-        """A frame that needs no denoising: a segment's first frame is its anchor."""
-        if self.ends is not None and state.frame == self.ends.first.frame - 1:
-            return self.ends.first, self.ends.first.latent
+        """A frame that needs no denoising (a segment's first frame is its anchor)."""
         return None
 
+    def ease(self, n: int, z: Tensor) -> Tensor:
+        """Pull a latent toward where the chain must arrive (a segment's next anchor)."""
+        return z
+
+    # -- one frame, in two halves around the denoising, so that chains can share it --------------
     def prepare(self, state: LoopState) -> FrameInput:
         """Warp, noise and text for frame ``state.frame``."""
         n, clip, sched = state.frame, self.clip, self.schedules
@@ -176,14 +181,13 @@ class Chain:
             base = self.init_latent
         else:
             motion = sched.motion_between(self.previous_frame(n), n)
-            base = self._ease(n, warp(state.latent, motion, clip.motion.interpolation, clip.motion.padding))
-        strength = clip.anchor_strength if self.anchors is not None and n > 0 else float(sched.strength[n])
-        start = start_index(clip.steps, strength)
+            base = self.ease(n, warp(state.latent, motion, clip.motion.interpolation, clip.motion.padding))
+        start = start_index(clip.steps, self.strength(n))
         return FrameInput(self, n, mix_noise(base, eps, self.timesteps[start], float(sched.noise_scale[n])), start,
                           eps, text)
 
     def finish(self, state: LoopState, work: FrameInput, z: Tensor) -> tuple[LoopState, Tensor]:
-        """Colour coherence and anchor easing on the denoised latent; the state for the next frame."""
+        """Colour coherence and easing on the denoised latent; the state for the next frame."""
         n, clip = work.frame, self.clip
         color_ref = state.color_ref
         if clip.color_coherence != "none" and n > 0:
@@ -191,16 +195,53 @@ class Chain:
             z = match_channel_stats(z, reference)  # on the latent carried forward, not only the picture
         if clip.color_coherence == "match_first" and n == 0:
             color_ref = z
-        z = self._ease(n, z)
+        z = self.ease(n, z)
         return LoopState(self.next_frame(n), z, work.eps, color_ref), z
 
-    def _ease(self, n: int, z: Tensor) -> Tensor:
-        """Near a segment's end, pull ``z`` toward the next anchor. Applied twice per frame: to the
+
+@dataclass
+class AnchorChain(Chain):
+    """A clip's anchor frames 0, N, 2N, ...: each is the anchor before it warped by the motion
+    accumulated over the gap and re-diffused at ``anchor_strength``."""
+
+    kind: ClassVar[ChainKind] = ChainKind.ANCHORS
+    anchors: tuple[int, ...] = ()
+
+    def previous_frame(self, n: int) -> int:
+        return self.anchors[self.anchors.index(n) - 1]
+
+    def next_frame(self, n: int) -> int:
+        i = self.anchors.index(n) + 1
+        return self.anchors[i] if i < len(self.anchors) else self.clip.num_frames
+
+    def strength(self, n: int) -> float:
+        return self.clip.anchor_strength if n > 0 else super().strength(n)
+
+
+@dataclass
+class SegmentChain(Chain):
+    """The frames between two anchors: it starts on the first, as rendered, and eases its last
+    ``blend`` frames toward the next."""
+
+    kind: ClassVar[ChainKind] = ChainKind.SEGMENT
+    ends: SegmentEnds | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.ends is None:
+            raise ValueError("a SegmentChain needs its SegmentEnds")
+
+    def given(self, state: LoopState) -> tuple[LoopState, Tensor] | None:
+        first = self.ends.first
+        return (first, first.latent) if state.frame == first.frame - 1 else None
+
+    def ease(self, n: int, z: Tensor) -> Tensor:
+        """Near the segment's end, pull ``z`` toward the next anchor. Applied twice per frame: to the
         warped latent before noising, so the frame is denoised from near the anchor and stays a
         clean picture, and to the result, so the chain arrives at the anchor (measured in
         bench/seams.py: together they give smaller seams than either alone)."""
         ends, clip = self.ends, self.clip
-        if ends is None or ends.next_anchor is None:
+        if ends.next_anchor is None:
             return z
         weight = blend_weight(n, ends.next_frame, ends.blend)
         if weight <= 0:
@@ -210,52 +251,29 @@ class Chain:
         aligned = warp(ends.next_anchor, back, clip.motion.interpolation, clip.motion.padding)
         return torch.lerp(z, aligned, weight)
 
-    @torch.no_grad()
-    def step(self, state: LoopState) -> tuple[LoopState, Tensor]:
-        """Render frame ``state.frame``; returns the next state and the frame's latent z_n."""
-        given = self.given(state)
-        if given is not None:
-            return given
-        work = self.prepare(state)
-        return self.finish(state, work, denoise_together([work])[0])
-
-    # -- a run of frames ----------------------------------------------------------------------
-    def run(self, state: LoopState, stop: int, on_frame: Callable[[int, np.ndarray, LoopState], Any]) -> LoopState:
-        """Render frames ``state.frame ... stop - 1``, handing each decoded RGB frame to ``on_frame``."""
-        while state.frame < stop:
-            frame = state.frame
-            state, z = self.step(state)
-            on_frame(frame, decode(self.model, z), state)
-        return state
-
 
 @torch.no_grad()
 def denoise_together(works: Sequence[FrameInput]) -> list[Tensor]:
-    """The Euler steps of several frames, one batched transformer forward per step.
+    """The Euler steps of several frames, one batched velocity call per step.
 
     The frames' chains share a model, schedule and size (:attr:`Chain.batch_key`); each frame
     joins at its own start index. A batch of one is exactly the single-chain loop; a larger batch
     differs only by float rounding in the batched matrix products."""
     chain = works[0].chain
-    model, timesteps = chain.model, chain.timesteps
-    device, dtype = model.device, model.dtype
+    denoiser, timesteps = chain.model.denoiser, chain.timesteps
+    device, dtype = denoiser.device, denoiser.dtype
     xs = [pack(w.x.to(device=device, dtype=torch.float32)) for w in works]
-    tokens = torch.stack([w.text.tokens for w in works]).to(device, dtype)
-    pooled = torch.stack([w.text.pooled for w in works]).to(device, dtype)
-    txt_ids = torch.zeros(tokens.shape[1], 3, device=device, dtype=dtype)
-    guidance = (torch.tensor([w.chain.clip.guidance for w in works], device=device, dtype=torch.float32)
-                if model.guidance_embeds else None)
+    text = TextEmbedding(torch.stack([w.text.tokens for w in works]), torch.stack([w.text.pooled for w in works]))
+    text = text.to(device, dtype)
+    guidance = torch.tensor([w.chain.clip.guidance for w in works], device=device, dtype=torch.float32)
     for i in range(min(w.start for w in works), len(timesteps) - 1):
         active = [k for k, w in enumerate(works) if w.start <= i]
-        pick = torch.tensor(active, device=device) if len(active) < len(works) else slice(None)
+        pick: list[int] | slice = active if len(active) < len(works) else slice(None)
         t, t_next = timesteps[i], timesteps[i + 1]
-        v = model.transformer(hidden_states=torch.cat([xs[k] for k in active]).to(dtype),
-                              encoder_hidden_states=tokens[pick], pooled_projections=pooled[pick],
-                              timestep=torch.full((len(active),), t, device=device, dtype=dtype),
-                              img_ids=chain._img_ids, txt_ids=txt_ids,
-                              guidance=None if guidance is None else guidance[pick], return_dict=False)[0]
+        v = denoiser.velocity(torch.cat([xs[k] for k in active]), t, TextEmbedding(text.tokens[pick], text.pooled[pick]),
+                              chain.img_ids, guidance[pick])
         for j, k in enumerate(active):
-            xs[k] = euler_step(xs[k], v[j : j + 1].float(), t, t_next)  # Euler steps accumulate in float32
+            xs[k] = euler_step(xs[k], v[j : j + 1], t, t_next)  # Euler steps accumulate in float32
     return [unpack(x, chain.latent_h, chain.latent_w).cpu() for x in xs]
 
 
@@ -275,8 +293,9 @@ class Lane:
 
 
 def advance(lanes: Sequence[Lane]) -> None:
-    """Advance every lane to its stop, one frame per lane per round. Frames whose chains share a
-    batch key denoise together. A lane whose frame fails keeps its error and stops; the rest go on."""
+    """Advance every lane to its stop, one frame per lane per round: the one loop that renders,
+    tests and benches all run. Frames whose chains share a batch key denoise together. A lane
+    whose frame fails keeps its error and stops; the rest go on."""
     while active := [lane for lane in lanes if lane.active]:
         groups: dict[tuple[Any, ...], list[tuple[Lane, FrameInput]]] = {}
         for lane in active:
@@ -303,6 +322,17 @@ def advance(lanes: Sequence[Lane]) -> None:
                     lane.error = exc
 
 
+def run_chain(chain: Chain, state: LoopState, stop: int,
+              on_frame: Callable[[int, Tensor, LoopState], Any] = lambda *_: None) -> LoopState:
+    """Advance one chain (a batch of one) from ``state`` to frame ``stop``, handing each frame's
+    latent z_n and the state after it to ``on_frame``; raises the error a frame failed with."""
+    lane = Lane(chain, state, stop, lambda n, z, after, _together: on_frame(n, z, after))
+    advance([lane])
+    if lane.error is not None:
+        raise lane.error
+    return lane.state
+
+
 def _deliver(lane: Lane, frame: int, state: LoopState, z: Tensor, together: int) -> None:
     lane.on_frame(frame, z, state, together)
     lane.state = state  # only once the frame is safely handed on
@@ -317,35 +347,3 @@ def seam_steps(latents: Mapping[int, Tensor], anchors: Sequence[int]) -> tuple[l
         step = float((latents[after] - latents[before]).abs().mean())
         (seams if after in anchors[1:] else inside).append(step)
     return seams, inside
-
-
-@torch.no_grad()
-def decode(model: FluxModel, z: Tensor) -> np.ndarray:
-    """Latent ``(1, 16, h, w)`` -> RGB ``(8h, 8w, 3)`` uint8."""
-    vae = model.vae
-    scaled = z.to(model.device, model.dtype) / vae.config.scaling_factor + vae.config.shift_factor
-    image = vae.decode(scaled, return_dict=False)[0]
-    rgb = ((image[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return rgb.permute(1, 2, 0).cpu().numpy()
-
-
-@torch.no_grad()
-def encode(model: FluxModel, rgb: np.ndarray) -> Tensor:
-    """RGB ``(H, W, 3)`` uint8 -> latent ``(1, 16, H/8, W/8)`` on the CPU (the distribution's mode:
-    deterministic, unlike a sample)."""
-    vae = model.vae
-    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
-    latent = vae.encode(image.to(model.device, model.dtype)).latent_dist.mode()
-    return ((latent - vae.config.shift_factor) * vae.config.scaling_factor).float().cpu()
-
-
-def load_image(uri: str, width: int, height: int) -> np.ndarray:
-    """An RGB image from a path or fsspec URI, resized to the frame size."""
-    import fsspec
-    from PIL import Image
-
-    with fsspec.open(uri, "rb") as handle:
-        image = Image.open(handle).convert("RGB")
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.LANCZOS)
-    return np.asarray(image)

@@ -7,22 +7,13 @@ for both the T5 token sequence and the pooled CLIP vector, so prompts morph inst
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
+from ..model.denoiser import TextEmbedding
 from ..model.loading import CLIP_MAX_LENGTH
-
-
-@dataclass(frozen=True)
-class TextEmbedding:
-    tokens: Tensor  # (L, D) T5 hidden states
-    pooled: Tensor  # (P,) CLIP pooled vector
-
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "TextEmbedding":
-        return TextEmbedding(self.tokens.to(device=device, dtype=dtype), self.pooled.to(device=device, dtype=dtype))
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ re-running a job resumes into the same folder and a changed picture gets a new o
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 from dataclasses import dataclass
@@ -46,6 +47,57 @@ class ClipPlan:
     @property
     def anchors(self) -> tuple[int, ...]:
         return tuple(seg.start for seg in self.segments) if len(self.segments) > 1 else ()
+
+
+class ChainKind(enum.Enum):
+    """What a chain renders; loop, worker and driver all branch on this one type."""
+
+    CLIP = "clip"  # a whole clip: every frame from the one before
+    ANCHORS = "anchors"  # a clip's anchor frames 0, N, 2N, ...: each from the anchor before
+    SEGMENT = "segment"  # the frames between two anchors, starting on the first
+
+
+@dataclass(frozen=True)
+class ChainTask:
+    """One sequential chain of a clip: the whole clip, its anchor chain, or one anchored segment.
+
+    ``CLIP`` and ``SEGMENT`` chains write frames ``start ... stop - 1`` into the folders of
+    ``segments``; an ``ANCHORS`` chain stores the loop state after each segment's first frame."""
+
+    clip: str
+    start: int
+    stop: int
+    segments: tuple[Segment, ...]
+    kind: ChainKind = ChainKind.CLIP
+
+    def segment_of(self, frame: int) -> int:
+        for seg in self.segments:
+            if seg.start <= frame < seg.stop:
+                return seg.index
+        raise ValueError(f"frame {frame} is in no segment of clip {self.clip!r}")
+
+    @property
+    def num_frames(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def anchors(self) -> tuple[int, ...]:
+        return tuple(seg.start for seg in self.segments)
+
+    @property
+    def label(self) -> str:
+        """How messages and tables name it: ``a``, ``a/anchors``, ``a/3``."""
+        if self.kind is ChainKind.ANCHORS:
+            return f"{self.clip}/anchors"
+        return f"{self.clip}/{self.segments[0].index}" if self.kind is ChainKind.SEGMENT else self.clip
+
+
+def chain_tasks(clip: ClipPlan) -> tuple[ChainTask | None, list[ChainTask]]:
+    """(the anchor chain, if the clip has anchors; the chains that write its frames)."""
+    if not clip.anchors:
+        return None, [ChainTask(clip.name, 0, clip.num_frames, clip.segments)]
+    anchors = ChainTask(clip.name, 0, clip.num_frames, clip.segments, ChainKind.ANCHORS)
+    return anchors, [ChainTask(clip.name, seg.start, seg.stop, (seg,), ChainKind.SEGMENT) for seg in clip.segments]
 
 
 @dataclass(frozen=True)

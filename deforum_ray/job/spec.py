@@ -260,7 +260,7 @@ def _load_yaml(path: Path, label: str) -> dict[str, Any]:
     return _container(cfg, label, resolve=False)  # ${...} resolves after the whole merge
 
 
-class _StrictLoader(yaml.SafeLoader):
+class StrictLoader(yaml.SafeLoader):
     """Safe YAML that refuses duplicate keys (a silently dropped setting is a wrong render)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -282,7 +282,7 @@ def _yaml_loader() -> type:
             return __import__(module, fromlist=["get_yaml_loader"]).get_yaml_loader()
         except (ImportError, AttributeError):
             continue
-    return _StrictLoader
+    return StrictLoader
 
 
 def _container(cfg: Any, label: str, resolve: bool = True) -> Any:

@@ -9,15 +9,19 @@ it loads back through exactly the path real weights take. Failures become one
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import first_line
+
+if TYPE_CHECKING:
+    from .denoiser import Denoiser
 
 __all__ = ["FluxModel", "ModelError", "build_tiny", "default_device", "load_model"]
 
@@ -45,6 +49,13 @@ class FluxModel:
     dtype: torch.dtype
     shift_timesteps: bool
     max_text_length: int
+
+    @functools.cached_property
+    def denoiser(self) -> "Denoiser":
+        """The one object that calls the transformer, built once (Step 10 wraps it)."""
+        from .denoiser import Denoiser
+
+        return Denoiser(self)
 
     @property
     def guidance_embeds(self) -> bool:

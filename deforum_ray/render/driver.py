@@ -27,12 +27,12 @@ from torch import Tensor
 
 from ..errors import first_line
 from ..post.finalize import FinalResult, finalize, made_outputs
-from ..job.plan import RenderPlan, pixel_tree, plan, tree_diff
+from ..job.plan import ChainKind, ChainTask, RenderPlan, chain_tasks, pixel_tree, plan, tree_diff
 from ..job.spec import JobSpec, spec_to_dict, spec_to_yaml
 from ..store import RenderStore, job_folders
 from ..table import format_table
-from .worker import (ANCHORS, ChainError, ChainJob, ChainReport, ChainTask, FluxWorker, Progress, chain_standing,
-                     chain_tasks, find_resume_point)
+from .resume import chain_standing, find_resume_point
+from .worker import ChainError, ChainJob, ChainReport, FluxWorker, Progress
 
 FrameCallback = Callable[[int, int, Tensor | None], Any]  # (frames done in the job, total frames, latent)
 ATTEMPTS = 3  # a chain that fails this many times fails the job
@@ -228,7 +228,7 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
         print(summary_table(reports), file=sys.stderr)
     if progress:
         print(final_lines(final), file=sys.stderr)
-    frames = sum(r.frames_rendered for r in reports if r.kind != ANCHORS)
+    frames = sum(r.frames_rendered for r in reports if r.kind is not ChainKind.ANCHORS)
     resumed = render_plan.total_frames - frames  # every chain is done: the rest was in the store
     return RenderResult(store.url(), final.video, final, frames, resumed, seconds, reports)
 
@@ -348,7 +348,7 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
     def settle(task: ChainTask, attempt: int, outcome: ChainReport | BaseException, bar: Any) -> None:
         if isinstance(outcome, ChainReport):
             reports.append(outcome)
-            if task.kind == ANCHORS:
+            if task.kind is ChainKind.ANCHORS:
                 queue.extend((segment, 1) for segment in waiting.pop(task.clip, []))
                 bar.write(f"clip {task.clip}: {len(task.anchors)} anchors ready; {len(queue)} chains queued")
             else:
@@ -364,7 +364,7 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
             return
         bar.write(f"failed: {reason}")
         failures.append(reason)
-        for segment in waiting.pop(task.clip, []) if task.kind == ANCHORS else []:
+        for segment in waiting.pop(task.clip, []) if task.kind is ChainKind.ANCHORS else []:
             failures.append(f"{segment.label}: not rendered, its anchors failed")
 
     try:
@@ -388,7 +388,7 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
                     for (task, attempt), outcome in zip(batch, outcomes):
                         settle(task, attempt, outcome, bar)
             # Workers report frames asynchronously: the last reports may land after their task returned.
-            expected = resumed + sum(r.frames_rendered for r in reports if r.kind != ANCHORS)
+            expected = resumed + sum(r.frames_rendered for r in reports if r.kind is not ChainKind.ANCHORS)
             deadline = time.monotonic() + 10.0
             while done < expected and time.monotonic() < deadline:
                 done = _drain(tracker, bar, callback, done, render_plan.total_frames)
@@ -423,7 +423,7 @@ def _reason(exc: BaseException, task: ChainTask) -> str:
 
 def summary_table(reports: tuple[ChainReport, ...]) -> str:
     header = ("chain", "frames", "seconds", "frames/s", "together", "worker")
-    rows = [(r.label, f"{r.frames_rendered}{' anchors' if r.kind == ANCHORS else ''}", f"{r.seconds:.1f}",
+    rows = [(r.label, f"{r.frames_rendered}{' anchors' if r.kind is ChainKind.ANCHORS else ''}", f"{r.seconds:.1f}",
              f"{r.frames_rendered / r.seconds:.1f}" if r.seconds else "-", str(r.advanced_together), r.worker)
             for r in reports]
     return "\n".join(format_table(header, rows, left=(0, 5)))
