@@ -48,6 +48,17 @@ def reference(tmp_path_factory) -> dict[str, str]:
     return hashes
 
 
+def render_here(capsys, *args: str) -> tuple[int, str, str]:
+    """``deforum-ray render`` in this process, on the session's Ray with one worker: the same CLI
+    path without paying for a Ray start (the kill tests need a process of their own)."""
+    from deforum_ray.cli import main
+
+    capsys.readouterr()
+    code = main(["render", *args, "cluster.num_workers=1", "--no-progress"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def only_job_dir(out: Path) -> Path:
     (job_dir,) = [p for p in out.iterdir() if p.is_dir()]
     return job_dir
@@ -132,11 +143,11 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path, reference):
     assert frame_hashes(only_job_dir(out)) == reference
 
 
-def rendered(tmp_path: Path, frames: int = 150) -> tuple[Path, Path, Path]:
+def rendered(tmp_path: Path, capsys, frames: int = 150, **top) -> tuple[Path, Path, Path]:
     """(job spec, output, job folder) of a finished render of ``write_job``."""
     out = tmp_path / "out"
-    job = write_job(tmp_path, frames=frames)
-    assert cli("render", str(job), f"output.uri={out}", "--no-progress").returncode == 0
+    job = write_job(tmp_path, frames=frames, **top)
+    assert render_here(capsys, str(job), f"output.uri={out}")[0] == 0
     return job, out, only_job_dir(out)
 
 
@@ -147,15 +158,16 @@ def flip_a_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_corrupt_checkpoint_and_truncated_frame_are_rerendered(tmp_path, reference):
-    job, out, job_dir = rendered(tmp_path)
+def test_corrupt_checkpoint_and_truncated_frame_are_rerendered(tmp_path, ray_cluster, capsys):
+    job, out, job_dir = rendered(tmp_path, capsys)
+    reference = frame_hashes(job_dir)
     frame = job_dir / "segments/long/0/frames/000013.png"
     frame.write_bytes(frame.read_bytes()[:100])  # truncated
     flip_a_byte(job_dir / "segments/long/0/ckpt/000010.safetensors")
     (job_dir / "resume.mp4").unlink()
 
-    again = cli("render", str(job), f"output.uri={out}", "--no-progress")
-    assert again.returncode == 0, again.stderr
+    code, _, err = render_here(capsys, str(job), f"output.uri={out}")
+    assert code == 0, err
     assert frame_hashes(job_dir) == reference
     store = RenderStore(str(job_dir))
     problems = {e["object"] for e in store.events()}
@@ -223,31 +235,27 @@ def test_the_driver_sees_where_chains_stand_from_listings(tmp_path):
     assert chain_standing(store, task) == (False, 5)  # from the newest checkpoint before the gap
 
 
-def test_changed_spec_into_the_same_folder_is_refused_then_fresh_renders(tmp_path):
-    out = tmp_path / "out"
-    job = write_job(tmp_path, frames=6)
-    assert cli("render", str(job), f"output.uri={out}", "--no-progress").returncode == 0
+def test_changed_spec_into_the_same_folder_is_refused_then_fresh_renders(tmp_path, ray_cluster, capsys):
+    job, out, _ = rendered(tmp_path, capsys, frames=6)
     before = snapshot(out)
-    refused = cli("render", str(job), f"output.uri={out}", "clips.0.prompts.0=a blue fox", "--no-progress")
-    assert refused.returncode == 2
-    assert "output.uri: job 'resume' was already rendered here from a different spec" in refused.stderr
-    assert "clips[0].prompts.0" in refused.stderr and "--fresh" in refused.stderr
-    assert "Traceback" not in refused.stderr
+    code, _, err = render_here(capsys, str(job), f"output.uri={out}", "clips.0.prompts.0=a blue fox")
+    assert code == 2
+    assert "output.uri: job 'resume' was already rendered here from a different spec" in err
+    assert "clips[0].prompts.0" in err and "--fresh" in err
+    assert "Traceback" not in err
     assert snapshot(out) == before  # nothing touched
-    fresh = cli("render", str(job), f"output.uri={out}", "clips.0.prompts.0=a blue fox", "--fresh", "--no-progress")
-    assert fresh.returncode == 0, fresh.stderr
+    code, _, err = render_here(capsys, str(job), f"output.uri={out}", "clips.0.prompts.0=a blue fox", "--fresh")
+    assert code == 0, err
     folders = sorted(p.name for p in out.iterdir())
     assert len(folders) == 2 and all(p.startswith("resume-") for p in folders)
     assert all(snapshot(out)[k] == v for k, v in before.items())  # the earlier render is kept
 
 
-def test_non_pixel_changes_reuse_the_render(tmp_path):
-    out = tmp_path / "out"
-    job = write_job(tmp_path, frames=6)
-    assert cli("render", str(job), f"output.uri={out}", "--no-progress").returncode == 0
-    again = cli("render", str(job), f"output.uri={out}", "fps=24", "post.loop=true", "--no-progress")
-    assert again.returncode == 0, again.stderr
-    assert "rendered 0 frames (18 already done)" in again.stderr
+def test_non_pixel_changes_reuse_the_render(tmp_path, ray_cluster, capsys):
+    job, out, _ = rendered(tmp_path, capsys, frames=6)
+    code, _, err = render_here(capsys, str(job), f"output.uri={out}", "fps=24", "post.loop=true")
+    assert code == 0, err
+    assert "rendered 0 frames (18 already done)" in err
 
 
 # --- a clip cut into keyframe-anchored segments ---------------------------------------------------
@@ -292,11 +300,9 @@ def test_a_segmented_render_killed_midway_resumes_bit_identically(tmp_path, segm
     assert re.search(r"^long\s+60/60\s+5/5\s+5/5\s", status, re.M), status  # frames, anchors, segments
 
 
-def test_a_corrupt_anchor_is_rendered_again_and_its_segments_follow(tmp_path, segmented_reference):
-    out = tmp_path / "out"
-    job = write_job(tmp_path, frames=60, **SEGMENTED)
-    assert cli("render", str(job), f"output.uri={out}", "--no-progress").returncode == 0
-    job_dir = only_job_dir(out)
+def test_a_corrupt_anchor_is_rendered_again_and_its_segments_follow(tmp_path, ray_cluster, capsys):
+    job, out, job_dir = rendered(tmp_path, capsys, frames=60, **SEGMENTED)
+    segmented_reference = frame_hashes(job_dir)
     anchor = job_dir / "anchors/long/000024.safetensors"
     data = bytearray(anchor.read_bytes())
     data[len(data) // 2] ^= 0x55
@@ -305,8 +311,8 @@ def test_a_corrupt_anchor_is_rendered_again_and_its_segments_follow(tmp_path, se
         for marker in (job_dir / f"segments/long/{seg}").rglob("*.ok"):
             marker.unlink()
 
-    again = cli("render", str(job), f"output.uri={out}", "--no-progress")
-    assert again.returncode == 0, again.stderr
+    code, _, err = render_here(capsys, str(job), f"output.uri={out}")
+    assert code == 0, err
     assert frame_hashes(job_dir) == segmented_reference
     store = RenderStore(str(job_dir))
     assert "anchors/long/000024.safetensors" in {e["object"] for e in store.events()}
