@@ -8,7 +8,7 @@ from PIL import Image
 
 from conftest import REPO
 from deforum_ray.job.plan import cut_segments, format_plan, frame_passes, job_id, plan
-from deforum_ray.job.schedule import start_indices
+from deforum_ray.job.frames import start_indices
 from deforum_ray.job.spec import load_job
 
 DEMO = REPO / "jobs" / "demo.yaml"
@@ -57,7 +57,7 @@ def test_job_id_tracks_pixels_only(tmp_path):
     base = job_id(demo(tmp_path))
     assert base == job_id(demo(tmp_path)) and len(base) == 12
     for same in ("name=other", "fps=24", "post.interpolation=2", "post.loop=true", "output.crf=30",
-                 f"output.uri={tmp_path}/elsewhere", "cluster.num_workers=4", "cluster.compile=true"):
+                 f"output.uri={tmp_path}/elsewhere", "cluster.num_workers=4", "cluster.chains_per_worker=2"):
         assert job_id(demo(tmp_path, same)) == base, same
     for changed in ("seed=1", "clips.1.seed=8", "strength=0.6", "motion.zoom=0:(1.01)", "width=144", "steps=5",
                     "clips.0.prompts.12=a lighthouse in snow", "clips.0.segment_length=8", "model.max_text_length=16",

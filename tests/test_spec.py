@@ -183,7 +183,7 @@ BAD_OVERRIDES = [
     (["cluster.chains_per_worker=0"], "cluster.chains_per_worker: must be [1, 64], got 0"),
     (["cluster.checkpoint_every=0"], "cluster.checkpoint_every: must be >= 1, got 0"),
     (["cluster.num_workers=0"], "cluster.num_workers: must be [1, 4096], got 0"),
-    (["cluster.compile=1"], "cluster.compile: expected true or false"),
+    (["post.loop=1"], "post.loop: expected true or false"),
     (["model.max_text_length=1024"], "model.max_text_length: must be [1, 512], got 1024"),
     # schedules: parsed, then checked on every frame of every clip
     (["motion.zoom=0:(1.0), 60:(1.1"], 'motion.zoom: cannot parse "0:(1.0), 60:(1.1" at position 16'),

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from torch import Tensor
 
-COLOR_MODES = ("none", "match_first", "match_frame")
-
 
 def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     """Per-item, per-channel mean and standard deviation over the spatial dimensions."""

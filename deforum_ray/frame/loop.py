@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..job.plan import ChainKind
-from ..job.schedule import parse_schedule
+from ..job.frames import ClipFrames
 from ..job.spec import ClipSpec
 from ..model.denoiser import TextEmbedding
 from ..model.loading import VAE_SCALE, FluxModel
@@ -38,27 +38,31 @@ from .sampling import euler_step, get_schedule, image_seq_len, latent_image_ids,
 
 @dataclass(frozen=True)
 class FrameSchedules:
-    """Every per-frame value of a clip, evaluated once from its schedule strings."""
+    """Every per-frame value of a clip (:class:`~deforum_ray.job.frames.ClipFrames`, evaluated
+    once), and the motion maps they make."""
 
-    strength: np.ndarray
-    noise_scale: np.ndarray
-    subseed_strength: np.ndarray
-    zoom: np.ndarray
-    angle: np.ndarray
-    translation_x: np.ndarray
-    translation_y: np.ndarray
+    frames: ClipFrames
 
     @classmethod
     def of(cls, clip: ClipSpec) -> "FrameSchedules":
-        def values(text: str) -> np.ndarray:
-            return parse_schedule(text, clip.num_frames, seed=clip.seed)
+        return cls(ClipFrames.of(clip))
 
-        m = clip.motion
-        return cls(values(clip.strength), values(clip.noise_scale), values(clip.subseed_strength),
-                   values(m.zoom), values(m.angle), values(m.translation_x), values(m.translation_y))
+    @property
+    def strength(self) -> np.ndarray:
+        return self.frames["strength"]
+
+    @property
+    def noise_scale(self) -> np.ndarray:
+        return self.frames["noise_scale"]
+
+    @property
+    def subseed_strength(self) -> np.ndarray:
+        return self.frames["subseed_strength"]
 
     def motion(self, frame: int) -> np.ndarray:
-        return motion_matrix(self.zoom[frame], self.angle[frame], self.translation_x[frame], self.translation_y[frame])
+        f = self.frames
+        return motion_matrix(f["motion.zoom"][frame], f["motion.angle"][frame], f["motion.translation_x"][frame],
+                             f["motion.translation_y"][frame])
 
     def motion_between(self, earlier: int, later: int) -> np.ndarray:
         """The motion from frame ``earlier`` to frame ``later``: the product of the maps of frames

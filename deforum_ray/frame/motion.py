@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-INTERPOLATIONS = ("bilinear", "bicubic")
-PADDINGS = ("reflection", "border", "zeros")
+from ..job.choices import PADDINGS, WARP_INTERPOLATIONS
 
 
 def motion_matrix(zoom: float, angle: float, translation_x: float, translation_y: float) -> np.ndarray:
@@ -47,8 +46,8 @@ def grid_theta(matrix: np.ndarray, height: int, width: int, vae_scale: int = 8) 
 def warp(z: Tensor, matrix: np.ndarray, interpolation: str = "bicubic", padding: str = "reflection",
          vae_scale: int = 8) -> Tensor:
     """Warp ``(B, C, H, W)`` latents by a forward motion matrix (the same for every item)."""
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    if interpolation not in WARP_INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {WARP_INTERPOLATIONS}, got {interpolation!r}")
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     b, c, h, w = z.shape

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-NOISE_MODES = ("fixed", "incremental", "subseed", "slerp")
+from ..job.choices import NOISE_MODES
 
 
 def derive_seed(*parts: int | str) -> int:

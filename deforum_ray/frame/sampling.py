@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..job.schedule import start_indices
+from ..job.frames import start_indices
 
 Velocity = Callable[[Tensor, float], Tensor]  # (packed x, t) -> predicted velocity, same shape as x
 

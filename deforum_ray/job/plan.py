@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .schedule import parse_schedule, start_indices
+from .frames import ClipFrames, start_indices
 from .spec import RENDER_KEYS, ClipSpec, JobSpec, clip_output_frames, spec_to_dict
 from ..table import format_table
 
@@ -133,11 +133,7 @@ class RenderPlan:
 def frame_passes(clip: ClipSpec) -> list[int]:
     """Transformer passes for each frame: all steps for a first frame from noise, else the
     steps left after the img2img start index."""
-    strength = parse_schedule(clip.strength, clip.num_frames, seed=clip.seed)
-    passes = (clip.steps - start_indices(strength, clip.steps)).tolist()
-    if clip.init_image is None:
-        passes[0] = clip.steps
-    return passes
+    return ClipFrames.of(clip).passes.tolist()
 
 
 def clip_passes(clip: ClipSpec) -> int:

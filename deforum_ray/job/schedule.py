@@ -502,13 +502,3 @@ def parse_schedule(text: str | int | float, num_frames: int, seed: int = 0) -> n
     """Deforum schedule -> ``numpy.ndarray`` of float64, one value per frame (length num_frames)."""
     keys = parse_keyframes(text)
     return evaluate_keyframes(keys, num_frames, seed, text if isinstance(text, str) else repr(text))
-
-
-def start_indices(strength: np.ndarray, steps: int) -> np.ndarray:
-    """img2img start index per frame, ``round(steps * (1 - strength))``, rounding halves up.
-
-    A frame then runs ``steps - k`` transformer passes. The product is rounded to 9 decimals
-    first so that float noise (5 * 0.7 = 3.4999999999999996) cannot flip a half.
-    """
-    exact = np.round(steps * (1.0 - np.asarray(strength, dtype=np.float64)), 9)
-    return np.clip(np.floor(exact + 0.5), 0, steps).astype(np.int64)

@@ -26,7 +26,10 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import first_line
-from .schedule import ScheduleError, evaluate_keyframes, parse_keyframes, start_indices
+from .choices import (CODECS, COLOR_MODES, FRAME_INTERPOLATIONS, INTERPOLATION_METHODS, NOISE_MODES, PADDINGS,
+                      TRANSITIONS, WARP_INTERPOLATIONS)
+from .frames import evaluate, lookup, scheduled_fields, start_indices
+from .schedule import ScheduleError
 
 __all__ = [
     "ClipSpec",
@@ -95,7 +98,6 @@ UNIT = Bounds(0.0, 1.0)
 NON_NEGATIVE = Bounds(0.0)
 POSITIVE = Bounds(0.0, lo_open=True)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # becomes a folder name in the store
-CODECS = ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "mpeg4")
 
 # ---------------------------------------------------------------------------------------------
 # The schema
@@ -107,8 +109,8 @@ class MotionSpec:
     angle: str = rule(schedule=True)
     translation_x: str = rule(schedule=True)
     translation_y: str = rule(schedule=True)
-    interpolation: str = rule(choices=("bilinear", "bicubic"))
-    padding: str = rule(choices=("reflection", "border", "zeros"))
+    interpolation: str = rule(choices=WARP_INTERPOLATIONS)
+    padding: str = rule(choices=PADDINGS)
 
 
 @dataclass
@@ -129,11 +131,11 @@ class RenderSettings:
     guidance: float = rule(bounds=NON_NEGATIVE)
     strength: str = rule(schedule=True, bounds=UNIT_OPEN_LO)
     noise_scale: str = rule(schedule=True, bounds=NON_NEGATIVE)
-    noise_mode: str = rule(choices=("fixed", "incremental", "subseed", "slerp"))
+    noise_mode: str = rule(choices=NOISE_MODES)
     noise_delta: float = rule(bounds=UNIT)
     subseed: int = rule(bounds=Bounds(0, 2**32 - 1))
     subseed_strength: str = rule(schedule=True, bounds=UNIT)
-    color_coherence: str = rule(choices=("none", "match_first", "match_frame"))
+    color_coherence: str = rule(choices=COLOR_MODES)
     motion: MotionSpec = rule(factory=MotionSpec)
     # Keyframe anchors (DESIGN.md section 3): 0 renders a clip as one chain; N cuts it at anchor
     # frames 0, N, 2N, ... whose segments render in parallel.
@@ -152,10 +154,10 @@ class ClipSpec(RenderSettings):
 
 @dataclass
 class PostSpec:
-    interpolation: int = rule(choices=(1, 2, 4, 8))  # frames out per frame rendered
-    interpolation_method: str = rule(choices=("ffmpeg", "blend", "latent"))
+    interpolation: int = rule(choices=FRAME_INTERPOLATIONS)  # frames out per frame rendered
+    interpolation_method: str = rule(choices=INTERPOLATION_METHODS)
     loop: bool = rule()  # each clip plays forward, then back, so it loops seamlessly
-    transition: str = rule(choices=("cut", "crossfade"))  # between clips
+    transition: str = rule(choices=TRANSITIONS)  # between clips
     crossfade_frames: int = rule(bounds=Bounds(1))  # output frames two clips overlap by
     contact_sheet_every: Optional[int] = rule(None, bounds=Bounds(1))  # None: about 24 thumbnails a clip
 
@@ -167,7 +169,6 @@ class OutputSpec:
     crf: int = rule(bounds=Bounds(0, 51))
     fps: Optional[float] = rule(None, bounds=Bounds(0.0, 960.0, lo_open=True))  # None: fps x interpolation
     audio: Optional[str] = rule(None)  # path or fsspec URI, muxed in and trimmed to the video
-    keep_frames: bool = rule()
     # passed to fsspec, e.g. {endpoint_url: http://127.0.0.1:9000} for an S3-compatible store
     storage_options: dict[str, Any] = rule(factory=dict)
 
@@ -178,7 +179,6 @@ class ClusterSpec:
     num_workers: Optional[int] = rule(None, bounds=Bounds(1, 4096))
     chains_per_worker: int = rule(bounds=Bounds(1, 64))
     checkpoint_every: int = rule(bounds=Bounds(1))
-    compile: bool = rule()
 
 
 @dataclass
@@ -648,21 +648,14 @@ def _check_clip(
                 errors.append(f"{where}: prompt key {frame} is past the clip's last frame {num_frames - 1}")
     if not isinstance(num_frames, int):
         return
-    schedules: list[tuple[str, str, Bounds | None]] = []
-    for f in dataclasses.fields(RenderSettings):
-        if f.metadata.get("schedule"):
-            schedules.append((f.name, clip.get(f.name), f.metadata.get("bounds")))
-    for f in dataclasses.fields(MotionSpec):
-        if f.metadata.get("schedule") and isinstance(clip.get("motion"), dict):
-            schedules.append((f"motion.{f.name}", clip["motion"].get(f.name), f.metadata.get("bounds")))
     values: dict[str, np.ndarray] = {}
-    for key, text, bounds in schedules:
+    for key, f in scheduled_fields(RenderSettings):
+        text, bounds = lookup(clip, key), f.metadata.get("bounds")
         if not isinstance(text, str):
             continue
         where = _schedule_path(path, raw, key)
         try:
-            keys = parse_keyframes(text)
-            values[key] = arr = evaluate_keyframes(keys, num_frames, seed, text)
+            values[key] = arr = evaluate(text, num_frames, seed)
         except ScheduleError as exc:
             errors.append(f"{where}: {exc}")
             continue

@@ -1,0 +1,12 @@
+"""The values each choice field of a spec accepts, written once: ``spec`` validates against
+them and the modules that implement the choices (noise, motion, colour, the final stage) check
+against the same tuples."""
+
+NOISE_MODES = ("fixed", "incremental", "subseed", "slerp")
+COLOR_MODES = ("none", "match_first", "match_frame")
+WARP_INTERPOLATIONS = ("bilinear", "bicubic")  # motion.interpolation: how a latent is resampled
+PADDINGS = ("reflection", "border", "zeros")  # motion.padding: what a warp shows past the edge
+FRAME_INTERPOLATIONS = (1, 2, 4, 8)  # post.interpolation: frames out per frame rendered
+INTERPOLATION_METHODS = ("ffmpeg", "blend", "latent")
+TRANSITIONS = ("cut", "crossfade")
+CODECS = ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "mpeg4")

@@ -1,0 +1,84 @@
+"""Per-frame values of a clip, evaluated once: every schedule, and the img2img start index and
+transformer passes its strength implies.
+
+Spec checks, the plan and the frame loop all read a clip's schedules through :func:`evaluate`
+(one evaluation per schedule string, frame count and seed in a process) and
+:class:`ClipFrames`, so they agree frame by frame. Which fields are schedules is said once, by
+``rule(schedule=True)`` on the spec's dataclasses. Like the rest of ``job``: numpy, no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import typing
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from .schedule import parse_schedule
+
+CACHED_SCHEDULES = 16  # a clip has 7; bounded because a hostile spec may ask for 10^6 frames each
+
+
+def start_indices(strength: np.ndarray, steps: int) -> np.ndarray:
+    """img2img start index per frame, ``round(steps * (1 - strength))``, rounding halves up.
+
+    A frame then runs ``steps - k`` transformer passes. The product is rounded to 9 decimals
+    first so that float noise (5 * 0.7 = 3.4999999999999996) cannot flip a half.
+    """
+    exact = np.round(steps * (1.0 - np.asarray(strength, dtype=np.float64)), 9)
+    return np.clip(np.floor(exact + 0.5), 0, steps).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=CACHED_SCHEDULES)
+def evaluate(text: str, num_frames: int, seed: int) -> np.ndarray:
+    """A schedule's value on each of ``num_frames`` frames (read-only: the array is shared)."""
+    values = parse_schedule(text, num_frames, seed=seed)
+    values.flags.writeable = False
+    return values
+
+
+def scheduled_fields(settings: type) -> tuple[tuple[str, dataclasses.Field], ...]:
+    """(dotted path, field) of every field marked ``schedule`` in a spec dataclass, nested ones
+    (``motion.zoom``) included, in declaration order."""
+    hints = typing.get_type_hints(settings)
+    out: list[tuple[str, dataclasses.Field]] = []
+    for f in dataclasses.fields(settings):
+        if f.metadata.get("schedule"):
+            out.append((f.name, f))
+        elif dataclasses.is_dataclass(hints.get(f.name)):
+            out += [(f"{f.name}.{path}", sub) for path, sub in scheduled_fields(hints[f.name])]
+    return tuple(out)
+
+
+def lookup(node: Any, path: str) -> Any:
+    """``node.a.b`` (or ``node["a"]["b"]``) for the path ``a.b``; None where a level is missing."""
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else getattr(node, part, None)
+        if node is None:
+            return None
+    return node
+
+
+@dataclass(frozen=True)
+class ClipFrames:
+    """Every schedule of a clip on every frame, and what its strength means for the sampler."""
+
+    values: Mapping[str, np.ndarray]  # by path: "strength", "noise_scale", "motion.zoom", ...
+    start: np.ndarray  # img2img start index per frame
+    passes: np.ndarray  # transformer passes per frame (frame 0 from noise runs every step)
+
+    @classmethod
+    def of(cls, clip: Any) -> "ClipFrames":
+        values = {path: evaluate(lookup(clip, path), clip.num_frames, clip.seed)
+                  for path, _ in scheduled_fields(type(clip))}
+        start = start_indices(values["strength"], clip.steps)
+        passes = clip.steps - start
+        if clip.init_image is None:
+            passes[0] = clip.steps
+        return cls(values, start, passes)
+
+    def __getitem__(self, path: str) -> np.ndarray:
+        return self.values[path]
