@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -92,12 +93,13 @@ def stop_when(process: subprocess.Popen, ready, sig: int = signal.SIGKILL, timeo
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """Local Ray with two fake GPUs: workers ask for num_gpus=1 each, as on a GPU cluster."""
+    """Local Ray with three fake GPUs: workers ask for num_gpus=1 each, as on a GPU cluster.
+    Three: the resident ``tiny_pool`` and a two-worker render fit at once, in any test order."""
     import logging
 
     import ray
 
-    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+    ray.init(num_cpus=4, num_gpus=3, include_dashboard=False, _node_ip_address="127.0.0.1",
              logging_level=logging.WARNING)
     yield ray
     ray.shutdown()
@@ -114,3 +116,34 @@ def tiny_pool(ray_cluster):
     pool.start()
     yield pool
     pool.shutdown()
+
+
+# --- the jobs the crash and resume tests render -----------------------------------------------
+
+EVERY = 5  # checkpoint_every of the resume jobs
+SEGMENTED = {"segment_length": 12}
+
+
+def write_job(folder: Path, frames: int = 150, **top) -> Path:
+    job = {
+        "name": "resume", "model": "tiny", "width": 64, "height": 64, "seed": 11,
+        "noise_mode": "slerp", "color_coherence": "match_frame",
+        "motion": {"zoom": "0:(1.01)", "angle": "0:(0.5)"},
+        "clips": [{"name": "long", "num_frames": frames, "prompts": {0: "a red fox", min(40, frames - 1): "a snowy hill"}},
+                  {"name": "short", "num_frames": 12, "prompts": {0: "a quiet harbour"}}],
+        "cluster": {"checkpoint_every": EVERY},
+    }
+    job.update(top)
+    path = folder / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def frame_hashes(job_dir: Path) -> dict[str, str]:
+    return {str(p.relative_to(job_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(job_dir.glob("segments/*/*/frames/*.png"))}
+
+
+def only_job_dir(out: Path) -> Path:
+    (job_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return job_dir

@@ -142,7 +142,7 @@ def test_a_clip_that_always_fails_fails_the_job_after_the_others_finish(ray_clus
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image)
     job = three_clips(tmp_path / "out")
     job["clips"][1]["init_image"] = str(image)
-    spec = load_job(job)
+    spec = load_job(job, ["cluster.num_workers=2"])
     image.unlink()  # deleted after validation
     with pytest.raises(JobFailed) as info:
         render(spec, progress=False)
@@ -164,7 +164,7 @@ def test_a_clip_that_always_fails_fails_the_job_after_the_others_finish(ray_clus
 
     monkeypatch.setattr(spec_module, "_check_init_image", lambda *args: None)  # as if deleted after validation
     image.unlink()
-    code = cli.main(["render", str(path), "--no-progress"])
+    code = cli.main(["render", str(path), "cluster.num_workers=2", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1
     assert "deforum-ray: render failed: clip 'b' failed at frame 0:" in err

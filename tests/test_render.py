@@ -128,6 +128,35 @@ def test_transformer_passes_per_frame_follow_the_plan(tmp_path, tiny):
     assert per_frame[:4] == [4, 3, 3, 4]  # frame 0 from noise; then round(4 * (1 - s)) skipped
 
 
+def test_the_loop_calls_the_model_only_through_its_denoiser(tmp_path, tiny, monkeypatch):
+    """The seam Step 10 wraps (compile, fp8, graphs): swap the model's denoiser and every
+    transformer pass of the loop goes through the replacement, batch by batch."""
+    spec = load_job(job(tmp_path, strength="0:(0.5), 3:(1.0), 5:(0.3)"))
+    clip = spec.clips[0]
+    embeddings = encode_prompts(tiny, list(clip.prompts.values()))
+    assert tiny.denoiser is tiny.denoiser  # built once per model
+    plain: list[torch.Tensor] = []
+    run_chain(Chain(tiny, clip, spec.width, spec.height, embeddings), LoopState(), clip.num_frames,
+              lambda n, z, s: plain.append(z))
+
+    real = tiny.denoiser
+    batches: list[int] = []
+
+    class Wrapped:
+        device, dtype = real.device, real.dtype
+
+        def velocity(self, x, t, text, img_ids, guidance=None):
+            batches.append(x.shape[0])
+            return real.velocity(x, t, text, img_ids, guidance)
+
+    monkeypatch.setattr(tiny, "denoiser", Wrapped())
+    wrapped: list[torch.Tensor] = []
+    run_chain(Chain(tiny, clip, spec.width, spec.height, embeddings), LoopState(), clip.num_frames,
+              lambda n, z, s: wrapped.append(z))
+    assert batches == [1] * sum(frame_passes(clip))
+    assert all(torch.equal(a, b) for a, b in zip(plain, wrapped)) and len(wrapped) == clip.num_frames
+
+
 def test_loop_state_checkpoint_resumes_bit_exactly(tmp_path, tiny):
     spec = load_job(job(tmp_path, noise_mode="slerp", color_coherence="match_first"))
     clip = spec.clips[0]

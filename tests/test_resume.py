@@ -1,51 +1,16 @@
-"""Killed renders resume bit-exactly; corrupt objects are re-rendered; changed specs are refused."""
+"""Damaged stores are repaired, finished work is recognised, and changed specs are refused.
+
+These run the CLI in this process on the session's Ray (no Ray start to pay for each render);
+the crash tests, which need a process to kill, are in test_crash.py."""
 
 from __future__ import annotations
 
-import hashlib
-import re
-import signal
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import cli, snapshot, start_cli, stop_when
+from conftest import SEGMENTED, cli, frame_hashes, only_job_dir, snapshot, write_job
 from deforum_ray.store import RenderStore
-
-EVERY = 5
-
-
-def write_job(folder: Path, frames: int = 150, **top) -> Path:
-    job = {
-        "name": "resume", "model": "tiny", "width": 64, "height": 64, "seed": 11,
-        "noise_mode": "slerp", "color_coherence": "match_frame",
-        "motion": {"zoom": "0:(1.01)", "angle": "0:(0.5)"},
-        "clips": [{"name": "long", "num_frames": frames, "prompts": {0: "a red fox", min(40, frames - 1): "a snowy hill"}},
-                  {"name": "short", "num_frames": 12, "prompts": {0: "a quiet harbour"}}],
-        "cluster": {"checkpoint_every": EVERY},
-    }
-    job.update(top)
-    path = folder / "job.yaml"
-    path.write_text(yaml.safe_dump(job))
-    return path
-
-
-def frame_hashes(job_dir: Path) -> dict[str, str]:
-    return {str(p.relative_to(job_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(job_dir.glob("segments/*/*/frames/*.png"))}
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> dict[str, str]:
-    """The frames of an uninterrupted render."""
-    folder = tmp_path_factory.mktemp("reference")
-    result = cli("render", str(write_job(folder)), f"output.uri={folder / 'out'}", "--no-progress")
-    assert result.returncode == 0, result.stderr
-    job_dir = Path(result.stdout.strip().splitlines()[-1]).parent
-    hashes = frame_hashes(job_dir)
-    assert len(hashes) == 162
-    return hashes
 
 
 def render_here(capsys, *args: str) -> tuple[int, str, str]:
@@ -57,87 +22,6 @@ def render_here(capsys, *args: str) -> tuple[int, str, str]:
     code = main(["render", *args, "cluster.num_workers=1", "--no-progress"])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
-
-
-def only_job_dir(out: Path) -> Path:
-    (job_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    return job_dir
-
-
-def frames_written(out: Path) -> int:
-    return sum(1 for _ in out.glob("*/segments/long/0/frames/*.png.ok"))
-
-
-def test_workers_of_a_killed_driver_stop_instead_of_finishing_their_chain(tmp_path):
-    """The OOM killer takes only the render's own process: its Ray workers must stop within
-    moments (Ray takes a driver's actors down with it; here about 2 s, some 50 frames), not render
-    the rest of a long chain that nobody will collect."""
-    import time
-
-    import psutil
-
-    out = tmp_path / "out"
-    process = start_cli("render", str(write_job(tmp_path, frames=3000)), f"output.uri={out}", "--no-progress")
-    tree: list = []
-    try:
-        deadline = time.monotonic() + 120
-        while frames_written(out) < 10:
-            assert process.poll() is None and time.monotonic() < deadline, "never started rendering"
-            time.sleep(0.01)
-        tree = psutil.Process(process.pid).children(recursive=True)
-        process.kill()  # the driver alone; its embedded Ray and its workers are left running
-        process.wait(timeout=30)
-        counts = [frames_written(out)]
-        while time.monotonic() < deadline:
-            time.sleep(1.0)
-            counts.append(frames_written(out))
-            if len(counts) >= 4 and counts[-1] == counts[-4]:
-                break
-        # about 90 frames a second: finishing the chain would write all 3000 in about half a minute
-        assert counts[-1] == counts[-4] and counts[-1] < 1000, counts
-    finally:
-        for child in tree:
-            if child.is_running():
-                child.kill()
-        psutil.wait_procs(tree, timeout=30)
-
-
-def test_ctrl_c_then_sigkill_mid_clip_resume_bit_identically(tmp_path, reference):
-    """A render stopped twice, cleanly (Ctrl-C) and then outright (SIGKILL), ends with the frames
-    of an uninterrupted one; each run picks up from the last good checkpoint."""
-    out = tmp_path / "out"
-    job = write_job(tmp_path)
-    process = start_cli("render", str(job), f"output.uri={out}", "--no-progress")
-    stop_when(process, lambda: frames_written(out) >= 23, sig=signal.SIGINT)
-    assert process.returncode == 130
-    assert "run the same command again to resume" in process.stderr.read()
-    interrupted_at = frames_written(out)
-
-    process = start_cli("render", str(job), f"output.uri={out}", "--no-progress")
-    stop_when(process, lambda: frames_written(out) >= max(37, interrupted_at + 2 * EVERY))  # mid-clip
-    assert process.returncode == -signal.SIGKILL
-    killed_at = frames_written(out)  # stop_when returned: nothing of that render runs any more
-    assert killed_at < 150
-
-    status = cli("status", str(out))
-    assert status.returncode == 0 and "incomplete" in status.stdout
-
-    again = cli("render", str(job), f"output.uri={out}", "--no-progress")
-    assert again.returncode == 0, again.stderr
-    assert "already done" in again.stderr
-    job_dir = only_job_dir(out)
-    assert frame_hashes(job_dir) == reference
-
-    rows = RenderStore(str(job_dir)).read_runlog()
-    runs = sorted({r["worker"] for r in rows}, key=lambda w: min(r["timestamp"] for r in rows if r["worker"] == w))
-    assert len(runs) == 3  # interrupted, killed, finished
-    resumed_from = min(r["frame"] for r in rows if r["worker"] == runs[2] and r["clip"] == "long")
-    assert resumed_from % EVERY == 0 and 0 < resumed_from <= killed_at
-    before = [r for r in rows if r["clip"] == "long" and r["frame"] < resumed_from]
-    assert sorted(r["frame"] for r in before) == list(range(resumed_from))  # each exactly once, over all runs
-    assert all(r["worker"] in runs[:2] for r in before)
-    assert killed_at - resumed_from < 2 * EVERY  # at most the frames since the last checkpoint are redone
-    assert "complete" in cli("status", str(out)).stdout
 
 
 def rendered(tmp_path: Path, capsys, frames: int = 150, **top) -> tuple[Path, Path, Path]:
@@ -253,48 +137,6 @@ def test_non_pixel_changes_reuse_the_render(tmp_path, ray_cluster, capsys):
     code, _, err = render_here(capsys, str(job), f"output.uri={out}", "fps=24", "post.loop=true")
     assert code == 0, err
     assert "rendered 0 frames (18 already done)" in err
-
-
-# --- a clip cut into keyframe-anchored segments ---------------------------------------------------
-
-SEGMENTED = {"segment_length": 12}
-
-
-@pytest.fixture(scope="module")
-def segmented_reference(tmp_path_factory) -> dict[str, str]:
-    folder = tmp_path_factory.mktemp("segmented-reference")
-    result = cli("render", str(write_job(folder, frames=60, **SEGMENTED)), f"output.uri={folder / 'out'}", "--no-progress")
-    assert result.returncode == 0, result.stderr
-    hashes = frame_hashes(Path(result.stdout.strip().splitlines()[-1]).parent)
-    assert len(hashes) == 72 and sum(1 for h in hashes if h.startswith("segments/long/4/")) == 12
-    return hashes
-
-
-def long_frames_written(out: Path) -> int:
-    return sum(1 for _ in out.glob("*/segments/long/*/frames/*.png.ok"))
-
-
-def test_a_segmented_render_killed_midway_resumes_bit_identically(tmp_path, segmented_reference):
-    out = tmp_path / "out"
-    job = write_job(tmp_path, frames=60, **SEGMENTED)
-    process = start_cli("render", str(job), f"output.uri={out}", "--no-progress")
-    stop_when(process, lambda: long_frames_written(out) >= 30)  # anchors done, mid-way through segment 2
-    assert process.returncode == -signal.SIGKILL
-    killed_at = long_frames_written(out)
-    assert killed_at < 60
-
-    again = cli("render", str(job), f"output.uri={out}", "--no-progress")
-    assert again.returncode == 0, again.stderr
-    job_dir = only_job_dir(out)
-    assert frame_hashes(job_dir) == segmented_reference
-    rows = RenderStore(str(job_dir)).read_runlog()
-    second = max(rows, key=lambda r: r["timestamp"])["worker"]
-    assert not [r for r in rows if r["worker"] == second and r["segment"] == -1]  # anchors were all kept
-    redone = [r for r in rows if r["worker"] == second and r["clip"] == "long"]
-    assert len(redone) <= 60 - killed_at + EVERY  # finished segments kept; at most a checkpoint's worth again
-    status = cli("status", str(out)).stdout
-    assert "complete" in status
-    assert re.search(r"^long\s+60/60\s+5/5\s+5/5\s", status, re.M), status  # frames, anchors, segments
 
 
 def test_a_corrupt_anchor_is_rendered_again_and_its_segments_follow(tmp_path, ray_cluster, capsys):

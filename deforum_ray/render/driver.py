@@ -394,6 +394,7 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
                 done = _drain(tracker, bar, callback, done, render_plan.total_frames)
                 time.sleep(0.02)
     finally:
+        ray.kill(tracker)  # a long-lived caller (the API, a queue) renders many jobs on one Ray
         if own_pool:
             pool.shutdown()
     if failures:

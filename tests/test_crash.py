@@ -1,0 +1,142 @@
+"""Renders that crash (SIGKILL), are interrupted (Ctrl-C) or lose their driver resume bit-exactly.
+
+Each killed render is a real ``deforum-ray`` process with its own embedded Ray, stopped the way
+a node failure or the OOM killer would stop it."""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from conftest import EVERY, SEGMENTED, cli, frame_hashes, only_job_dir, start_cli, stop_when, write_job
+from deforum_ray.store import RenderStore
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, str]:
+    """The frames of an uninterrupted render."""
+    folder = tmp_path_factory.mktemp("reference")
+    result = cli("render", str(write_job(folder)), f"output.uri={folder / 'out'}", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    job_dir = Path(result.stdout.strip().splitlines()[-1]).parent
+    hashes = frame_hashes(job_dir)
+    assert len(hashes) == 162
+    return hashes
+
+
+def frames_written(out: Path) -> int:
+    return sum(1 for _ in out.glob("*/segments/long/0/frames/*.png.ok"))
+
+
+def test_workers_of_a_killed_driver_stop_instead_of_finishing_their_chain(tmp_path):
+    """The OOM killer takes only the render's own process: its Ray workers must stop within
+    moments (Ray takes a driver's actors down with it; here about 2 s, some 50 frames), not render
+    the rest of a long chain that nobody will collect."""
+    import time
+
+    import psutil
+
+    out = tmp_path / "out"
+    process = start_cli("render", str(write_job(tmp_path, frames=3000)), f"output.uri={out}", "--no-progress")
+    tree: list = []
+    try:
+        deadline = time.monotonic() + 120
+        while frames_written(out) < 10:
+            assert process.poll() is None and time.monotonic() < deadline, "never started rendering"
+            time.sleep(0.01)
+        tree = psutil.Process(process.pid).children(recursive=True)
+        process.kill()  # the driver alone; its embedded Ray and its workers are left running
+        process.wait(timeout=30)
+        counts = [frames_written(out)]
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            counts.append(frames_written(out))
+            if len(counts) >= 4 and counts[-1] == counts[-4]:
+                break
+        # about 90 frames a second: finishing the chain would write all 3000 in about half a minute
+        assert counts[-1] == counts[-4] and counts[-1] < 1000, counts
+    finally:
+        for child in tree:
+            if child.is_running():
+                child.kill()
+        psutil.wait_procs(tree, timeout=30)
+
+
+def test_ctrl_c_then_sigkill_mid_clip_resume_bit_identically(tmp_path, reference):
+    """A render stopped twice, cleanly (Ctrl-C) and then outright (SIGKILL), ends with the frames
+    of an uninterrupted one; each run picks up from the last good checkpoint."""
+    out = tmp_path / "out"
+    job = write_job(tmp_path)
+    process = start_cli("render", str(job), f"output.uri={out}", "--no-progress")
+    stop_when(process, lambda: frames_written(out) >= 23, sig=signal.SIGINT)
+    assert process.returncode == 130
+    assert "run the same command again to resume" in process.stderr.read()
+    interrupted_at = frames_written(out)
+
+    process = start_cli("render", str(job), f"output.uri={out}", "--no-progress")
+    stop_when(process, lambda: frames_written(out) >= max(37, interrupted_at + 2 * EVERY))  # mid-clip
+    assert process.returncode == -signal.SIGKILL
+    killed_at = frames_written(out)  # stop_when returned: nothing of that render runs any more
+    assert killed_at < 150
+
+    status = cli("status", str(out))
+    assert status.returncode == 0 and "incomplete" in status.stdout
+
+    again = cli("render", str(job), f"output.uri={out}", "--no-progress")
+    assert again.returncode == 0, again.stderr
+    assert "already done" in again.stderr
+    job_dir = only_job_dir(out)
+    assert frame_hashes(job_dir) == reference
+
+    rows = RenderStore(str(job_dir)).read_runlog()
+    runs = sorted({r["worker"] for r in rows}, key=lambda w: min(r["timestamp"] for r in rows if r["worker"] == w))
+    assert len(runs) == 3  # interrupted, killed, finished
+    resumed_from = min(r["frame"] for r in rows if r["worker"] == runs[2] and r["clip"] == "long")
+    assert resumed_from % EVERY == 0 and 0 < resumed_from <= killed_at
+    before = [r for r in rows if r["clip"] == "long" and r["frame"] < resumed_from]
+    assert sorted(r["frame"] for r in before) == list(range(resumed_from))  # each exactly once, over all runs
+    assert all(r["worker"] in runs[:2] for r in before)
+    assert killed_at - resumed_from < 2 * EVERY  # at most the frames since the last checkpoint are redone
+    assert "complete" in cli("status", str(out)).stdout
+
+
+# --- a clip cut into keyframe-anchored segments ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def segmented_reference(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("segmented-reference")
+    result = cli("render", str(write_job(folder, frames=60, **SEGMENTED)), f"output.uri={folder / 'out'}", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    hashes = frame_hashes(Path(result.stdout.strip().splitlines()[-1]).parent)
+    assert len(hashes) == 72 and sum(1 for h in hashes if h.startswith("segments/long/4/")) == 12
+    return hashes
+
+
+def long_frames_written(out: Path) -> int:
+    return sum(1 for _ in out.glob("*/segments/long/*/frames/*.png.ok"))
+
+
+def test_a_segmented_render_killed_midway_resumes_bit_identically(tmp_path, segmented_reference):
+    out = tmp_path / "out"
+    job = write_job(tmp_path, frames=60, **SEGMENTED)
+    process = start_cli("render", str(job), f"output.uri={out}", "--no-progress")
+    stop_when(process, lambda: long_frames_written(out) >= 30)  # anchors done, mid-way through segment 2
+    assert process.returncode == -signal.SIGKILL
+    killed_at = long_frames_written(out)
+    assert killed_at < 60
+
+    again = cli("render", str(job), f"output.uri={out}", "--no-progress")
+    assert again.returncode == 0, again.stderr
+    job_dir = only_job_dir(out)
+    assert frame_hashes(job_dir) == segmented_reference
+    rows = RenderStore(str(job_dir)).read_runlog()
+    second = max(rows, key=lambda r: r["timestamp"])["worker"]
+    assert not [r for r in rows if r["worker"] == second and r["segment"] == -1]  # anchors were all kept
+    redone = [r for r in rows if r["worker"] == second and r["clip"] == "long"]
+    assert len(redone) <= 60 - killed_at + EVERY  # finished segments kept; at most a checkpoint's worth again
+    status = cli("status", str(out)).stdout
+    assert "complete" in status
+    assert re.search(r"^long\s+60/60\s+5/5\s+5/5\s", status, re.M), status  # frames, anchors, segments
