@@ -58,6 +58,16 @@ def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess
                           env={**os.environ, **(env or {})})
 
 
+def status_here(capsys, where: str) -> tuple[int, str]:
+    """``deforum-ray status`` in this process (it starts no Ray: a subprocess would only add
+    Python's start-up): (exit code, stdout)."""
+    from deforum_ray.cli import main
+
+    capsys.readouterr()
+    code = main(["status", where])
+    return code, capsys.readouterr().out
+
+
 def start_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
@@ -124,7 +134,8 @@ EVERY = 5  # checkpoint_every of the resume jobs
 SEGMENTED = {"segment_length": 12}
 
 
-def write_job(folder: Path, frames: int = 150, **top) -> Path:
+def resume_job(folder: Path, frames: int = 150, **top) -> Path:
+    """A two-clip job (a long one with a prompt change, a short one) with checkpoints every EVERY."""
     job = {
         "name": "resume", "model": "tiny", "width": 64, "height": 64, "seed": 11,
         "noise_mode": "slerp", "color_coherence": "match_frame",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EVERY, SEGMENTED, cli, frame_hashes, only_job_dir, start_cli, stop_when, write_job
+from conftest import EVERY, SEGMENTED, cli, frame_hashes, only_job_dir, resume_job, start_cli, status_here, stop_when
 from deforum_ray.store import RenderStore
 
 
@@ -19,7 +19,7 @@ from deforum_ray.store import RenderStore
 def reference(tmp_path_factory) -> dict[str, str]:
     """The frames of an uninterrupted render."""
     folder = tmp_path_factory.mktemp("reference")
-    result = cli("render", str(write_job(folder)), f"output.uri={folder / 'out'}", "--no-progress")
+    result = cli("render", str(resume_job(folder)), f"output.uri={folder / 'out'}", "--no-progress")
     assert result.returncode == 0, result.stderr
     job_dir = Path(result.stdout.strip().splitlines()[-1]).parent
     hashes = frame_hashes(job_dir)
@@ -40,7 +40,7 @@ def test_workers_of_a_killed_driver_stop_instead_of_finishing_their_chain(tmp_pa
     import psutil
 
     out = tmp_path / "out"
-    process = start_cli("render", str(write_job(tmp_path, frames=3000)), f"output.uri={out}", "--no-progress")
+    process = start_cli("render", str(resume_job(tmp_path, frames=3000)), f"output.uri={out}", "--no-progress")
     tree: list = []
     try:
         deadline = time.monotonic() + 120
@@ -65,11 +65,11 @@ def test_workers_of_a_killed_driver_stop_instead_of_finishing_their_chain(tmp_pa
         psutil.wait_procs(tree, timeout=30)
 
 
-def test_ctrl_c_then_sigkill_mid_clip_resume_bit_identically(tmp_path, reference):
+def test_ctrl_c_then_sigkill_mid_clip_resume_bit_identically(tmp_path, reference, capsys):
     """A render stopped twice, cleanly (Ctrl-C) and then outright (SIGKILL), ends with the frames
     of an uninterrupted one; each run picks up from the last good checkpoint."""
     out = tmp_path / "out"
-    job = write_job(tmp_path)
+    job = resume_job(tmp_path)
     process = start_cli("render", str(job), f"output.uri={out}", "--no-progress")
     stop_when(process, lambda: frames_written(out) >= 23, sig=signal.SIGINT)
     assert process.returncode == 130
@@ -82,8 +82,8 @@ def test_ctrl_c_then_sigkill_mid_clip_resume_bit_identically(tmp_path, reference
     killed_at = frames_written(out)  # stop_when returned: nothing of that render runs any more
     assert killed_at < 150
 
-    status = cli("status", str(out))
-    assert status.returncode == 0 and "incomplete" in status.stdout
+    code, status = status_here(capsys, str(out))
+    assert code == 0 and "incomplete" in status
 
     again = cli("render", str(job), f"output.uri={out}", "--no-progress")
     assert again.returncode == 0, again.stderr
@@ -100,7 +100,7 @@ def test_ctrl_c_then_sigkill_mid_clip_resume_bit_identically(tmp_path, reference
     assert sorted(r["frame"] for r in before) == list(range(resumed_from))  # each exactly once, over all runs
     assert all(r["worker"] in runs[:2] for r in before)
     assert killed_at - resumed_from < 2 * EVERY  # at most the frames since the last checkpoint are redone
-    assert "complete" in cli("status", str(out)).stdout
+    assert "complete" in status_here(capsys, str(out))[1]
 
 
 # --- a clip cut into keyframe-anchored segments ---------------------------------------------------
@@ -108,7 +108,7 @@ def test_ctrl_c_then_sigkill_mid_clip_resume_bit_identically(tmp_path, reference
 @pytest.fixture(scope="module")
 def segmented_reference(tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("segmented-reference")
-    result = cli("render", str(write_job(folder, frames=60, **SEGMENTED)), f"output.uri={folder / 'out'}", "--no-progress")
+    result = cli("render", str(resume_job(folder, frames=60, **SEGMENTED)), f"output.uri={folder / 'out'}", "--no-progress")
     assert result.returncode == 0, result.stderr
     hashes = frame_hashes(Path(result.stdout.strip().splitlines()[-1]).parent)
     assert len(hashes) == 72 and sum(1 for h in hashes if h.startswith("segments/long/4/")) == 12
@@ -119,9 +119,9 @@ def long_frames_written(out: Path) -> int:
     return sum(1 for _ in out.glob("*/segments/long/*/frames/*.png.ok"))
 
 
-def test_a_segmented_render_killed_midway_resumes_bit_identically(tmp_path, segmented_reference):
+def test_a_segmented_render_killed_midway_resumes_bit_identically(tmp_path, segmented_reference, capsys):
     out = tmp_path / "out"
-    job = write_job(tmp_path, frames=60, **SEGMENTED)
+    job = resume_job(tmp_path, frames=60, **SEGMENTED)
     process = start_cli("render", str(job), f"output.uri={out}", "--no-progress")
     stop_when(process, lambda: long_frames_written(out) >= 30)  # anchors done, mid-way through segment 2
     assert process.returncode == -signal.SIGKILL
@@ -137,6 +137,6 @@ def test_a_segmented_render_killed_midway_resumes_bit_identically(tmp_path, segm
     assert not [r for r in rows if r["worker"] == second and r["segment"] == -1]  # anchors were all kept
     redone = [r for r in rows if r["worker"] == second and r["clip"] == "long"]
     assert len(redone) <= 60 - killed_at + EVERY  # finished segments kept; at most a checkpoint's worth again
-    status = cli("status", str(out)).stdout
+    status = status_here(capsys, str(out))[1]
     assert "complete" in status
     assert re.search(r"^long\s+60/60\s+5/5\s+5/5\s", status, re.M), status  # frames, anchors, segments

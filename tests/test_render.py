@@ -3,9 +3,6 @@ the CLI and the seed-style Python API, checked on the decoded video."""
 
 from __future__ import annotations
 
-import io
-import subprocess
-import sys
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -219,15 +216,19 @@ def test_final_stage_errors_come_back_from_its_ray_task_as_one_line(tmp_path, ti
     assert Path(first.video).read_bytes() == before  # the failed stage left the last video alone
 
 
-def test_cli_render_prints_the_video_path_last(tmp_path):
+def test_cli_render_prints_the_video_path_last(tmp_path, ray_cluster, capsys):
+    """``deforum-ray render`` in this process on the session's Ray (the console script itself is
+    run by test_cli.py, test_crash.py and the ``ray job submit`` test)."""
+    from deforum_ray.cli import main
+
     out = tmp_path / "renders"
-    result = subprocess.run(
-        [str(Path(sys.executable).with_name("deforum-ray")), "render", str(REPO / "jobs" / "demo.yaml"),
-         f"output.uri={out}", "clips.0.num_frames=13", "clips.1.num_frames=4", "--no-progress"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    video = result.stdout.strip().splitlines()[-1]
+    args = ["render", str(REPO / "jobs" / "demo.yaml"), f"output.uri={out}", "clips.0.num_frames=13",
+            "clips.1.num_frames=4", "cluster.num_workers=1"]
+    capsys.readouterr()
+    code = main([*args, "--no-progress"])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    video = stdout.strip().splitlines()[-1]
     assert video.endswith("/demo.mp4") and Path(video).is_file() and str(out) in video
     assert decoded_frame_count(video) == 17
     folder = Path(video).parent
@@ -239,13 +240,10 @@ def test_cli_render_prints_the_video_path_last(tmp_path):
         with Image.open(folder / f"demo-{clip}-sheet.png") as sheet:
             assert sheet.format == "PNG" and sheet.size[0] > 128
     stamp = Path(video).stat().st_mtime_ns
-    again = subprocess.run(
-        [str(Path(sys.executable).with_name("deforum-ray")), "render", str(REPO / "jobs" / "demo.yaml"),
-         f"output.uri={out}", "clips.0.num_frames=13", "clips.1.num_frames=4"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert again.returncode == 0 and again.stdout.strip().splitlines()[-1] == video
-    assert "already made, nothing changed" in again.stderr and Path(video).stat().st_mtime_ns == stamp
+    code = main(args)
+    stdout, stderr = capsys.readouterr()
+    assert code == 0 and stdout.strip().splitlines()[-1] == video
+    assert "already made, nothing changed" in stderr and Path(video).stat().st_mtime_ns == stamp
 
 
 def test_cli_render_failure_is_one_line_exit_1(tmp_path, ray_cluster, capsys):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SEGMENTED, cli, frame_hashes, only_job_dir, snapshot, write_job
+from conftest import SEGMENTED, frame_hashes, only_job_dir, resume_job, snapshot, status_here
 from deforum_ray.store import RenderStore
 
 
@@ -25,9 +25,9 @@ def render_here(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def rendered(tmp_path: Path, capsys, frames: int = 150, **top) -> tuple[Path, Path, Path]:
-    """(job spec, output, job folder) of a finished render of ``write_job``."""
+    """(job spec, output, job folder) of a finished render of ``resume_job``."""
     out = tmp_path / "out"
-    job = write_job(tmp_path, frames=frames, **top)
+    job = resume_job(tmp_path, frames=frames, **top)
     assert render_here(capsys, str(job), f"output.uri={out}")[0] == 0
     return job, out, only_job_dir(out)
 
@@ -58,7 +58,7 @@ def test_corrupt_checkpoint_and_truncated_frame_are_rerendered(tmp_path, ray_clu
     redone = sorted(r["frame"] for r in rows if r["worker"] == latest_run)
     assert redone[0] == 5 and redone == list(range(5, 150))  # from checkpoint 5, the newest good one
     assert (job_dir / "resume.mp4").is_file()
-    status = cli("status", str(job_dir)).stdout
+    status = status_here(capsys, str(job_dir))[1]
     assert "problem: corrupt segments/long/0" in status
 
 
@@ -68,7 +68,7 @@ def test_a_finished_job_is_known_from_listings_and_the_final_stage_catches_bit_r
     from deforum_ray.job.spec import load_job
 
     def spec(*overrides: str):
-        return load_job(str(write_job(tmp_path, frames=30)), [f"output.uri={tmp_path / 'out'}", *overrides])
+        return load_job(str(resume_job(tmp_path, frames=30)), [f"output.uri={tmp_path / 'out'}", *overrides])
 
     first = render(spec(), pool=tiny_pool, progress=False)
     job_dir = Path(first.output_dir)
