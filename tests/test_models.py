@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from deforum_ray.model.loading import FluxModel, ModelError, build_tiny, load_model
+from deforum_ray.model.loading import FluxModel, ModelError, build_random, build_tiny, load_model
 from deforum_ray.frame.prompts import encode_prompts
 from deforum_ray.frame.sampling import latent_image_ids, pack
 from deforum_ray.job.spec import ModelSpec
@@ -153,3 +153,22 @@ def test_release_text_encoders_after_embedding(saved_tiny):
     assert embeddings["a cat"].tokens.shape == (32, 32)
     with pytest.raises(RuntimeError, match="released"):
         encode_prompts(model, ["a dog"])
+
+
+def test_random_flux1_schnell_has_flux1_schnells_shapes():
+    """``random:flux1-schnell`` is the real architecture at full size (built on ``meta`` here: the
+    shapes without the 24 GB); its text encoders have FLUX's widths, so the transformer reads them."""
+    model = build_random("flux1-schnell", device="meta", dtype=torch.bfloat16)
+    size = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    config = model.transformer.config
+    assert (config.num_layers, config.num_single_layers, config.joint_attention_dim) == (19, 38, 4096)
+    assert 11.8e9 < size(model.transformer) < 11.95e9  # FLUX.1-schnell: 11.9 billion
+    assert 83e6 < size(model.vae) < 84.5e6 and model.vae.config.block_out_channels == (128, 256, 512, 512)
+    assert model.text_encoder.config.hidden_size == 768 and model.text_encoder_2.config.d_model == 4096
+    assert all(p.dtype == torch.bfloat16 for p in model.transformer.parameters())
+    assert not model.guidance_embeds and not model.shift_timesteps
+    full = build_random("flux1-schnell-full-encoders", device="meta")
+    assert 4.6e9 < size(full.text_encoder_2) < 4.8e9  # T5-XXL's encoder
+    assert torch.get_default_dtype() == torch.float32  # the builder's default dtype did not leak
+    with pytest.raises(ModelError, match="unknown random model 'flux9'"):
+        build_random("flux9", device="meta")

@@ -74,6 +74,13 @@ def test_model_mapping_with_preset_and_single_file(write_job, tmp_path):
     assert spec.model.source == "black-forest-labs/FLUX.1-dev" and spec.steps == 28
 
 
+def test_random_full_size_preset_needs_no_folder(write_job, tmp_path):
+    spec = load_job(write_job(two_clip_job()), [f"output.uri={tmp_path}", "model=flux1-schnell-random",
+                                                "cluster.compile=true", "cluster.compile_cache=/tmp/cache"])
+    assert spec.model.source == "random:flux1-schnell" and spec.steps == 4 and spec.model.max_text_length == 256
+    assert spec.cluster.compile and spec.cluster.compile_cache == "/tmp/cache" and spec.cluster.write_queue == 8
+
+
 def test_custom_model_folder(write_job, tmp_path):
     folder = tmp_path / "my-flux"
     folder.mkdir()
@@ -215,6 +222,10 @@ BAD_OVERRIDES = [
     (["clips.0.init_image=/nonexistent/x.png"], "clips[0].init_image: no such file '/nonexistent/x.png'"),
     (["model=flux-dev"], "model: unknown model preset 'flux-dev' (did you mean 'flux1-dev'?)"),
     (["model.source=./no/such/folder"], "model.source: no model folder at './no/such/folder'"),
+    (["model.source=random:flux9"], "model.source: unknown random model 'random:flux9'; one of random:flux1-schnell"),
+    (["cluster.compile=sometimes"], "cluster.compile: expected true or false"),
+    (["cluster.compile_mode=fast"], "cluster.compile_mode: 'fast' is not one of default, max-autotune-no-cudagraphs"),
+    (["cluster.write_queue=-1"], "cluster.write_queue: must be [0, 256], got -1"),
     (["model.transformer=weights.bin"], "model.transformer: expected a .safetensors file"),
     (["model.transformer=/nonexistent/t.safetensors"], "model.transformer: no such file"),
 ]

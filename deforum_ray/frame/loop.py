@@ -72,7 +72,9 @@ class FrameSchedules:
 
 @dataclass
 class LoopState:
-    """What frame ``frame`` needs from the frames before it. Tensors live on the CPU in float32."""
+    """What frame ``frame`` needs from the frames before it, in float32. The latents live on the
+    model's device while a chain runs (the loop's math stays there); the noise on the CPU, where it
+    is drawn. :meth:`tensors` copies everything to the CPU for a checkpoint."""
 
     frame: int = 0
     latent: Tensor | None = None  # z_{frame-1}
@@ -84,7 +86,7 @@ class LoopState:
         for name in ("latent", "noise", "color_ref"):
             value = getattr(self, name)
             if value is not None:
-                out[name] = value.contiguous()
+                out[name] = value.cpu().contiguous()
         return out
 
     @classmethod
@@ -116,7 +118,7 @@ class FrameInput:
 
     chain: "Chain"
     frame: int
-    x: Tensor  # (1, C, h, w) on the CPU, float32
+    x: Tensor  # (1, C, h, w) on the model's device, float32
     start: int
     eps: Tensor
     text: TextEmbedding
@@ -139,6 +141,7 @@ class Chain:
     timesteps: list[float] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.device = self.model.device  # where the loop's latents live and its math runs
         self.schedules = FrameSchedules.of(self.clip)
         self.timesteps = get_schedule(self.clip.steps, image_seq_len(self.height, self.width), self.model.shift_timesteps)
         self.latent_h, self.latent_w = self.height // VAE_SCALE, self.width // VAE_SCALE
@@ -179,15 +182,17 @@ class Chain:
                           subseed=clip.subseed, subseed_strength=float(sched.subseed_strength[n]),
                           delta=clip.noise_delta)
         text = embedding_at(clip.prompts, self.embeddings, n)
+        noise = eps.to(self.device, non_blocking=True)
         if n == 0 and self.init_latent is None:
-            return FrameInput(self, n, eps, 0, eps, text)  # text-to-image: every step, from pure noise
+            return FrameInput(self, n, noise, 0, eps, text)  # text-to-image: every step, from pure noise
         if n == 0:
-            base = self.init_latent
+            base = self.init_latent.to(self.device)
         else:
             motion = sched.motion_between(self.previous_frame(n), n)
-            base = self.ease(n, warp(state.latent, motion, clip.motion.interpolation, clip.motion.padding))
+            latent = state.latent.to(self.device)
+            base = self.ease(n, warp(latent, motion, clip.motion.interpolation, clip.motion.padding))
         start = start_index(clip.steps, self.strength(n))
-        return FrameInput(self, n, mix_noise(base, eps, self.timesteps[start], float(sched.noise_scale[n])), start,
+        return FrameInput(self, n, mix_noise(base, noise, self.timesteps[start], float(sched.noise_scale[n])), start,
                           eps, text)
 
     def finish(self, state: LoopState, work: FrameInput, z: Tensor) -> tuple[LoopState, Tensor]:
@@ -196,7 +201,7 @@ class Chain:
         color_ref = state.color_ref
         if clip.color_coherence != "none" and n > 0:
             reference = state.color_ref if clip.color_coherence == "match_first" else state.latent
-            z = match_channel_stats(z, reference)  # on the latent carried forward, not only the picture
+            z = match_channel_stats(z, reference.to(z.device))  # on the latent carried forward, not only the picture
         if clip.color_coherence == "match_first" and n == 0:
             color_ref = z
         z = self.ease(n, z)
@@ -252,7 +257,7 @@ class SegmentChain(Chain):
             return z
         # The next anchor as it would look at this frame: its motion from here undone.
         back = np.linalg.inv(self.schedules.motion_between(n, ends.next_frame))
-        aligned = warp(ends.next_anchor, back, clip.motion.interpolation, clip.motion.padding)
+        aligned = warp(ends.next_anchor.to(z.device), back, clip.motion.interpolation, clip.motion.padding)
         return torch.lerp(z, aligned, weight)
 
 
@@ -278,7 +283,7 @@ def denoise_together(works: Sequence[FrameInput]) -> list[Tensor]:
                               chain.img_ids, guidance[pick])
         for j, k in enumerate(active):
             xs[k] = euler_step(xs[k], v[j : j + 1], t, t_next)  # Euler steps accumulate in float32
-    return [unpack(x, chain.latent_h, chain.latent_w).cpu() for x in xs]
+    return [unpack(x, chain.latent_h, chain.latent_w) for x in xs]  # stay on the device
 
 
 @dataclass

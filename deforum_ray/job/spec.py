@@ -26,8 +26,8 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import first_line
-from .choices import (CODECS, COLOR_MODES, FRAME_INTERPOLATIONS, INTERPOLATION_METHODS, NOISE_MODES, PADDINGS,
-                      TRANSITIONS, WARP_INTERPOLATIONS)
+from .choices import (CODECS, COLOR_MODES, COMPILE_MODES, FRAME_INTERPOLATIONS, INTERPOLATION_METHODS,
+                      NOISE_MODES, PADDINGS, RANDOM_MODEL_NAMES, TRANSITIONS, WARP_INTERPOLATIONS)
 from .frames import evaluate, lookup, scheduled_fields, start_indices
 from .schedule import ScheduleError
 
@@ -116,7 +116,7 @@ class MotionSpec:
 @dataclass
 class ModelSpec:
     name: str = rule()
-    source: str = rule()  # "tiny", a Hugging Face repo id, or a local folder in diffusers layout
+    source: str = rule()  # "tiny", "random:flux1-schnell" (full size, random), a Hugging Face repo id, or a folder
     transformer: Optional[str] = rule(None)  # a single .safetensors transformer file; the rest from source
     max_text_length: int = rule(512, bounds=Bounds(1, 512))
     shift_timesteps: Optional[bool] = rule(None)  # None: as the model's scheduler config says
@@ -179,6 +179,10 @@ class ClusterSpec:
     num_workers: Optional[int] = rule(None, bounds=Bounds(1, 4096))
     chains_per_worker: int = rule(bounds=Bounds(1, 64))
     checkpoint_every: int = rule(bounds=Bounds(1))
+    write_queue: int = rule(8, bounds=Bounds(0, 256))  # frames handed to a worker's store writer; 0: write in line
+    compile: bool = rule(False)  # torch.compile the transformer (GPU workers; minutes the first time)
+    compile_mode: str = rule("default", choices=COMPILE_MODES)
+    compile_cache: Optional[str] = rule(None)  # a folder for Inductor's cache (a shared volume: warm starts)
 
 
 @dataclass
@@ -790,7 +794,11 @@ def _check_model_paths(model: Any, errors: list[str]) -> None:
     if not isinstance(model, dict):
         return
     source, transformer = model.get("source"), model.get("transformer")
-    if isinstance(source, str) and source != "tiny" and _looks_like_path(source):
+    if isinstance(source, str) and source.startswith("random:"):
+        if source[len("random:"):] not in RANDOM_MODEL_NAMES:
+            errors.append(f"model.source: unknown random model {source!r}; one of "
+                          f"{', '.join('random:' + name for name in RANDOM_MODEL_NAMES)}")
+    elif isinstance(source, str) and source != "tiny" and _looks_like_path(source):
         if not Path(source).expanduser().is_dir():
             errors.append(f"model.source: no model folder at {source!r}")
     if isinstance(transformer, str):

@@ -8,8 +8,9 @@ without the loop knowing.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -29,6 +30,20 @@ class TextEmbedding:
         return TextEmbedding(self.tokens.to(device=device, dtype=dtype), self.pooled.to(device=device, dtype=dtype))
 
 
+@dataclass(frozen=True)
+class Acceleration:
+    """How a worker runs its transformer (the spec's ``cluster.compile*``): results on the CPU and
+    with everything off are exactly the plain module's."""
+
+    compile: bool = False
+    compile_mode: str = "default"  # torch.compile mode: default | max-autotune-no-cudagraphs | reduce-overhead
+    compile_cache: str | None = None  # Inductor's cache folder; None: torch's own (/tmp/torchinductor_<user>)
+
+    @classmethod
+    def of(cls, cluster: Any) -> "Acceleration":
+        return cls(bool(cluster.compile), str(cluster.compile_mode), cluster.compile_cache)
+
+
 class Denoiser:
     """FLUX's velocity field ``v(x, t, text)`` for a batch of packed latents."""
 
@@ -36,6 +51,20 @@ class Denoiser:
         self.transformer = model.transformer
         self.device, self.dtype = model.device, model.dtype
         self.guidance_embeds = model.guidance_embeds
+        self.compiled = False
+
+    def accelerate(self, options: Acceleration) -> None:
+        """Wrap the transformer as ``options`` say; call once, before the first frame. Compiling is
+        lazy: each new batch size and resolution compiles on its first call (Inductor's cache
+        folder makes a second start of a worker warm)."""
+        if options.compile and not self.compiled:
+            if options.compile_cache:
+                # Read by Inductor when it first compiles; FX graphs, kernels and autotuning all go there.
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.expanduser(options.compile_cache)
+            # Shapes are static per (batch, resolution): a few variants per worker, each compiled once.
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+            self.transformer = torch.compile(self.transformer, mode=options.compile_mode, dynamic=False)
+            self.compiled = True
 
     @torch.no_grad()
     def velocity(self, x: Tensor, t: float, text: TextEmbedding, img_ids: Tensor,

@@ -1,7 +1,8 @@
-"""FLUX.1 models: presets, diffusers folders, single-file transformers, and ``tiny``.
+"""FLUX.1 models: presets, diffusers folders, single-file transformers, ``tiny`` and ``random:``.
 
 Every model is loaded through :func:`load_model`; ``tiny`` is only *built* differently (random
-weights from a seed, in seconds, on a CPU), and once saved with :meth:`FluxModel.save_pretrained`
+weights from a seed, in seconds, on a CPU; ``random:flux1-schnell`` likewise at full size, on a
+GPU, for benchmarks), and once saved with :meth:`FluxModel.save_pretrained`
 it loads back through exactly the path real weights take. Failures become one
 :class:`ModelError` line naming what was looked for and where.
 """
@@ -19,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import first_line
+from ..job.choices import RANDOM_MODEL_NAMES
 
 if TYPE_CHECKING:
     from .denoiser import Denoiser
 
-__all__ = ["FluxModel", "ModelError", "build_tiny", "default_device", "load_model"]
+__all__ = ["FluxModel", "ModelError", "build_random", "build_tiny", "default_device", "load_model"]
 
 VAE_SCALE = 8  # pixels per latent cell; packing adds 2x2 on top
 CLIP_MAX_LENGTH = 77
@@ -219,6 +221,72 @@ def build_tiny(seed: int = 0, max_text_length: int = 32, device: torch.device | 
                      device, dtype, shift_timesteps=False, max_text_length=max_text_length)
 
 
+# ---------------------------------------------------------------------------------------------
+# random:<preset>: a real FLUX.1 architecture at full size with random weights, built on the device
+
+RANDOM_PREFIX = "random:"
+# Encoders: "small" keeps FLUX's widths (CLIP-L 768, T5-XXL 4096, what the transformer reads) with
+# two layers each; "full" is CLIP-L's and T5-XXL's own depth and vocabulary, so memory figures hold
+# for real weights.
+RANDOM_MODELS = {
+    "flux1-schnell": {"guidance_embeds": False, "encoders": "small"},
+    "flux1-schnell-full-encoders": {"guidance_embeds": False, "encoders": "full"},
+    "flux1-dev": {"guidance_embeds": True, "encoders": "small", "shift": True},
+}
+assert tuple(RANDOM_MODELS) == RANDOM_MODEL_NAMES
+
+
+def build_random(preset: str, seed: int = 0, max_text_length: int = 256, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> FluxModel:
+    """FLUX.1 at its real size (19 + 38 blocks, 3072 wide; FLUX's VAE) with random weights, built
+    straight on ``device`` in ``dtype`` (seconds on a GPU, no download), for benchmarks and
+    smoke tests of a cluster. ``device="meta"`` builds the shapes alone. Tokenizers are ``tiny``'s."""
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    if preset not in RANDOM_MODELS:
+        raise ModelError(f"model.source: unknown random model {preset!r}; one of {', '.join(RANDOM_MODELS)}")
+    choice = RANDOM_MODELS[preset]
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or default_dtype(device)
+    full = choice["encoders"] == "full"
+    tokenizer = _tiny_tokenizer(CLIP_MAX_LENGTH)
+    tokenizer_2 = _tiny_tokenizer(max_text_length)
+    saved_dtype = torch.get_default_dtype()
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), device, quiet_libraries():
+        torch.manual_seed(seed)
+        torch.set_default_dtype(dtype)  # parameters are born in dtype: no float32 copy of 12B weights
+        try:
+            transformer = FluxTransformer2DModel(
+                patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
+                guidance_embeds=choice["guidance_embeds"], axes_dims_rope=(16, 56, 56),
+            )
+            vae = AutoencoderKL(
+                in_channels=3, out_channels=3, latent_channels=16, layers_per_block=2, norm_num_groups=32,
+                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                block_out_channels=(128, 256, 512, 512), use_quant_conv=False, use_post_quant_conv=False,
+                scaling_factor=0.3611, shift_factor=0.1159,
+            )
+            text_encoder = CLIPTextModel(CLIPTextConfig(
+                vocab_size=49408 if full else len(tokenizer), hidden_size=768, intermediate_size=3072,
+                num_hidden_layers=12 if full else 2, num_attention_heads=12, max_position_embeddings=CLIP_MAX_LENGTH,
+                projection_dim=768, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            ))
+            text_encoder_2 = T5EncoderModel(T5Config(
+                vocab_size=32128 if full else len(tokenizer_2), d_model=4096, d_ff=10240, d_kv=64,
+                num_layers=24 if full else 2, num_heads=64, feed_forward_proj="gated-gelu",
+                pad_token_id=tokenizer_2.pad_token_id, eos_token_id=tokenizer_2.eos_token_id,
+                decoder_start_token_id=tokenizer_2.pad_token_id,
+            ))
+        finally:
+            torch.set_default_dtype(saved_dtype)
+    return _assemble(f"random:{preset}", transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
+                     device, dtype, shift_timesteps=bool(choice.get("shift")), max_text_length=max_text_length)
+
+
 def _make_tiny_vae_faithful(vae: Any) -> None:
     """Make a random VAE useful for checking the pipeline by eye and by test.
 
@@ -266,8 +334,12 @@ def load_model(model_spec: Any, device: torch.device | str | None = None, dtype:
     dtype = dtype or default_dtype(device)
     text_device = torch.device("cpu") if offload else device
     source = str(model_spec.source)
-    if source == "tiny" and not model_spec.transformer:
-        model = build_tiny(max_text_length=model_spec.max_text_length, device=device, dtype=dtype)
+    if (source == "tiny" or source.startswith(RANDOM_PREFIX)) and not model_spec.transformer:
+        if source == "tiny":
+            model = build_tiny(max_text_length=model_spec.max_text_length, device=device, dtype=dtype)
+        else:
+            model = build_random(source[len(RANDOM_PREFIX):], max_text_length=model_spec.max_text_length,
+                                 device=device, dtype=dtype)
         model.text_encoder.to(text_device)
         model.text_encoder_2.to(text_device)
         return model

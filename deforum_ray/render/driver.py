@@ -29,6 +29,7 @@ from ..errors import first_line
 from ..post.finalize import FinalResult, finalize, made_outputs
 from ..job.plan import ChainKind, ChainTask, RenderPlan, chain_tasks, pixel_tree, plan, tree_diff
 from ..job.spec import JobSpec, spec_to_dict, spec_to_yaml
+from ..model.denoiser import Acceleration
 from ..store import RenderStore, job_folders
 from ..table import format_table
 from .resume import chain_standing, find_resume_point
@@ -124,6 +125,8 @@ class WorkerPool:
     size: int
     device: str | None = None  # None: the GPU Ray gives the worker, else the CPU
     offload: bool = False
+    acceleration: Acceleration = Acceleration()
+    write_queue: int = 8  # frames a worker may hand to its store writer before it waits (0: write in line)
     workers: list[Any] = field(default_factory=list)
 
     def start(self) -> None:
@@ -139,7 +142,8 @@ class WorkerPool:
             options = {"num_cpus": threads}
         options.update(forwarded_env())
         actor = ray.remote(max_restarts=ATTEMPTS, max_task_retries=0)(FluxWorker)
-        self.workers = [actor.options(**options).remote(self.model_spec, threads, self.device, self.offload)
+        self.workers = [actor.options(**options).remote(self.model_spec, threads, self.device, self.offload,
+                                                                 self.acceleration, self.write_queue)
                         for _ in range(self.size)]
         try:
             ray.get([w.ready.remote() for w in self.workers])  # models loaded, or the load error surfaces here
@@ -321,7 +325,8 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
     per_worker = spec.cluster.chains_per_worker
     if pool is None:
         parallel = sum(len(tasks) for tasks in waiting.values()) + len(todo) - len(waiting)
-        pool = WorkerPool(spec.model, default_pool_size(spec, -(-parallel // per_worker)))
+        pool = WorkerPool(spec.model, default_pool_size(spec, -(-parallel // per_worker)),
+                          acceleration=Acceleration.of(spec.cluster), write_queue=spec.cluster.write_queue)
     if not pool.workers:
         pool.start()
     clips = {clip.name: clip for clip in spec.clips}

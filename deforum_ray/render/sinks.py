@@ -4,11 +4,21 @@
 always has its latent), checkpoints the loop state every ``checkpoint_every`` frames and marks
 each segment DONE when its last frame is in. :class:`AnchorWriter` stores an anchor chain's loop
 state after each anchor. Both log one run-log row per frame, flushed after each checkpoint.
+
+The writes run on a :class:`WriteQueue`, off the thread that drives the model: decode and the
+device-to-host copies stay on the model's thread, PNG encoding goes to a few threads, and the
+store writes run on one thread *in the order they were handed over*. So the write protocol is
+exactly the synchronous one (a frame's latent before its PNG; the checkpoint for frame n only
+after every frame before n; DONE last), and a SIGKILL at any moment leaves what a synchronous
+writer killed a few frames earlier would have left.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
@@ -17,8 +27,49 @@ import torch
 from ..frame.loop import LoopState
 from ..job.plan import ChainTask
 from ..model.vae import decode
-from ..store import RenderStore
+from ..store import RenderStore, encode_png
 from .resume import write_done
+
+
+class WriteQueue:
+    """A worker's store writes, in order, on one background thread; PNG encoding on ``encoders``
+    threads (zlib releases the GIL). At most ``depth`` writes wait: a slow store slows the render
+    down instead of filling memory. ``depth=0`` writes on the caller's thread (``cluster.write_queue``)."""
+
+    def __init__(self, depth: int = 8, encoders: int = 2):
+        self.depth = depth
+        if depth > 0:
+            self.encoders = ThreadPoolExecutor(max(1, encoders), thread_name_prefix="png")
+            self.pending: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
+            self.thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+            self.thread.start()
+
+    def encode(self, rgb: np.ndarray) -> Future:
+        if self.depth > 0:
+            return self.encoders.submit(encode_png, rgb)
+        done: Future = Future()
+        done.set_result(encode_png(rgb))
+        return done
+
+    def submit(self, write: Callable[[], None]) -> None:
+        """Run ``write`` after every write handed over before it. ``write`` handles its own errors."""
+        if self.depth > 0:
+            self.pending.put(write)
+        else:
+            write()
+
+    def drain(self) -> None:
+        """Return once every write handed over so far is done."""
+        if self.depth > 0:
+            self.pending.join()
+
+    def _run(self) -> None:
+        while (write := self.pending.get()) is not None:
+            try:
+                write()
+            finally:
+                self.pending.task_done()
+        self.pending.task_done()
 
 
 class RunLog:
@@ -41,27 +92,67 @@ class RunLog:
             self.pending.clear()
 
 
-class FrameWriter:
+class _Sink:
+    """What both writers share: the write queue, the run log, and the first write that failed
+    (raised on the chain's next frame and by :meth:`finish`; later writes of the chain are dropped)."""
+
+    def __init__(self, store: RenderStore, task: ChainTask, worker: str, writes: WriteQueue):
+        self.store, self.task, self.writes = store, task, writes
+        self.log = RunLog(store, task.clip, worker)
+        self.failed: tuple[int, BaseException] | None = None
+
+    def _submit(self, frame: int, write: Callable[[], None]) -> None:
+        if self.failed is not None:
+            raise self.failed[1]
+
+        def guarded() -> None:
+            if self.failed is None:
+                try:
+                    write()
+                except BaseException as exc:  # the chain fails; the worker and other chains go on
+                    self.failed = (frame, exc)
+
+        self.writes.submit(guarded)
+
+    def finish(self) -> None:
+        """Wait for this chain's writes, flush its run log, raise the first write that failed."""
+        self.writes.drain()
+        self.log.flush()
+        if self.failed is not None:
+            raise self.failed[1]
+
+
+class FrameWriter(_Sink):
     """Takes a chain's frames: decodes and writes each, checkpoints the loop state every
     ``checkpoint_every`` frames, and marks each segment DONE when its last frame is in."""
 
     def __init__(self, store: RenderStore, task: ChainTask, model: Any, checkpoint_every: int, worker: str,
-                 on_frame: Callable[[int, np.ndarray, LoopState], Any] | None = None):
-        self.store, self.task, self.model, self.every = store, task, model, checkpoint_every
-        self.on_frame = on_frame
-        self.log = RunLog(store, task.clip, worker)
+                 writes: WriteQueue, on_frame: Callable[[int, np.ndarray, LoopState], Any] | None = None):
+        super().__init__(store, task, worker, writes)
+        self.model, self.every, self.on_frame = model, checkpoint_every, on_frame
         self.hashes: dict[int, str] = {}
 
     def __call__(self, frame: int, z: Any, state: LoopState, together: int = 1) -> None:
-        store, task = self.store, self.task
+        task = self.task
+        # On the model's thread: decode and the copies to the host; the rest is queued.
         rgb = decode(self.model, z)
+        png = self.writes.encode(rgb)
+        latent = {"latent": z.to(torch.float16).cpu().contiguous()}
+        checkpoint = None
+        if frame + 1 < task.stop and (frame + 1 - task.start) % self.every == 0:
+            checkpoint = state.tensors()
+        self._submit(frame, lambda: self._write(frame, rgb, png, latent, checkpoint, state, together))
+
+    def _write(self, frame: int, rgb: np.ndarray, png: Future, latent: dict, checkpoint: dict | None,
+               state: LoopState, together: int) -> None:
+        store, task = self.store, self.task
         segment = task.segment_of(frame)
         # The latent first: a frame whose PNG is vouched for always has its latent (interpolation).
-        store.put_tensors(store.latent_rel(task.clip, segment, frame), {"latent": z.to(torch.float16).contiguous()})
-        self.hashes[frame] = store.write_frame(task.clip, segment, frame, rgb)
+        store.put_tensors(store.latent_rel(task.clip, segment, frame), latent)
+        self.hashes[frame] = store.put(store.frame_rel(task.clip, segment, frame), png.result())
         self.log.add(segment, frame, together)
-        if frame + 1 < task.stop and (frame + 1 - task.start) % self.every == 0:
-            store.put_checkpoint(task.clip, task.segment_of(frame + 1), frame + 1, state.tensors())
+        if checkpoint is not None:
+            store.put_checkpoint(task.clip, task.segment_of(frame + 1), frame + 1, checkpoint)
             self.log.flush()  # after the checkpoint: logged frames are never redone
         for seg in task.segments:
             if seg.stop - 1 == frame:
@@ -70,13 +161,14 @@ class FrameWriter:
             self.on_frame(frame, rgb, state)
 
 
-class AnchorWriter:
+class AnchorWriter(_Sink):
     """Takes an anchor chain's frames: stores the loop state after each anchor (its checkpoint)."""
 
-    def __init__(self, store: RenderStore, task: ChainTask, worker: str):
-        self.store, self.task = store, task
-        self.log = RunLog(store, task.clip, worker)
-
     def __call__(self, frame: int, z: Any, state: LoopState, together: int = 1) -> None:
-        self.store.put_tensors(self.store.anchor_rel(self.task.clip, frame), state.tensors())
-        self.log.add(-1, frame, together)
+        tensors = state.tensors()
+
+        def write() -> None:
+            self.store.put_tensors(self.store.anchor_rel(self.task.clip, frame), tensors)
+            self.log.add(-1, frame, together)
+
+        self._submit(frame, write)

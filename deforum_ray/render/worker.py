@@ -17,10 +17,11 @@ import numpy as np
 from ..errors import first_line
 from ..frame.loop import AnchorChain, Chain, Lane, LoopState, SegmentChain, advance
 from ..job.plan import ChainKind, ChainTask
+from ..model.denoiser import Acceleration
 from ..model.vae import decode, encode
 from ..store import RenderStore, worker_name
 from .resume import ResumePoint, find_resume_point, segment_ends
-from .sinks import AnchorWriter, FrameWriter
+from .sinks import AnchorWriter, FrameWriter, WriteQueue
 
 
 class ChainError(RuntimeError):
@@ -95,7 +96,8 @@ class FluxWorker:
     """Loads its model once and renders the chains it is given into the store, up to
     ``cluster.chains_per_worker`` of them advanced together through one batched forward."""
 
-    def __init__(self, model_spec: Any, threads: int | None = None, device: str | None = None, offload: bool = False):
+    def __init__(self, model_spec: Any, threads: int | None = None, device: str | None = None, offload: bool = False,
+                 acceleration: Acceleration = Acceleration(), write_queue: int = 8):
         import torch
 
         from ..model.loading import load_model
@@ -104,6 +106,8 @@ class FluxWorker:
             torch.set_num_threads(threads)  # the same on every worker: same float results everywhere
         self.name = worker_name()
         self.model = load_model(model_spec, device, offload=offload)
+        self.model.denoiser.accelerate(acceleration)
+        self.writes = WriteQueue(write_queue)
 
     def ready(self) -> str:
         return self.name
@@ -140,12 +144,16 @@ class FluxWorker:
         try:
             advance([run.lane for run in runs.values()])
         finally:
-            for run in runs.values():
-                run.sink.log.flush()  # Ctrl-C or an error: keep what was logged
+            for run in runs.values():  # Ctrl-C or an error too: what was handed over is written and logged
+                try:
+                    run.sink.finish()
+                except Exception as exc:
+                    run.lane.error = run.lane.error or exc
         for i, run in runs.items():
             task, lane = run.job.task, run.lane
             if lane.error is not None:
-                results[i] = ChainError(task.label, lane.state.frame, first_line(lane.error))
+                frame = run.sink.failed[0] if run.sink.failed is not None else lane.state.frame
+                results[i] = ChainError(task.label, frame, first_line(lane.error))
             else:
                 done = _count(task, run.resume.state.frame, lane.state.frame)
                 results[i] = ChainReport(task.label, task.kind, done, time.perf_counter() - started, self.name,
@@ -160,13 +168,13 @@ class FluxWorker:
             return _Run(job, resume, None, None)
         chain = self._chain(job, store, embeddings, resume.state)
         if task.kind is ChainKind.ANCHORS:
-            sink: Any = AnchorWriter(store, task, self.name)
+            sink: Any = AnchorWriter(store, task, self.name, self.writes)
         else:
             def report(n: int, rgb: np.ndarray, state: LoopState) -> None:
                 if progress is not None:
-                    progress.frame.remote(task.clip, n, state.latent if job.send_latents else None)
+                    progress.frame.remote(task.clip, n, state.latent.cpu() if job.send_latents else None)
 
-            sink = FrameWriter(store, task, self.model, job.checkpoint_every, self.name, report)
+            sink = FrameWriter(store, task, self.model, job.checkpoint_every, self.name, self.writes, report)
         run = _Run(job, resume, None, sink)
         run.lane = Lane(chain, resume.state, task.stop, run.on_frame)
         return run

@@ -1,0 +1,252 @@
+"""Frames/s of `deforum-ray render` on one GPU beside diffusers' img2img pipeline, in one run.
+
+    python bench/throughput.py --out results.json [--sizes 512 1024] [--variants eager,k4,...]
+
+FLUX.1-schnell-sized random weights (``random:flux1-schnell``: 19 + 38 blocks, FLUX's VAE, text
+encoders of FLUX's widths with tiny tokenizers) built on the GPU, no download. 4 steps,
+strength 0.5, ``color_coherence: match_first``, a slow zoom.
+
+(a) diffusers ``FluxImg2ImgPipeline`` called once per frame on the same weights, each frame's
+    picture warped and fed back, as a frame-by-frame renderer built on it would;
+(b) the same with ``enable_model_cpu_offload`` (what the seed did), a few frames, when
+    ``accelerate`` is installed;
+(c) ``deforum-ray render`` (a process of its own: driver, embedded Ray, a worker, the store,
+    the final stage) for each variant. Its figure is frames over the span of the run log, so
+    store writes count; the first frame (model warm-up, compiling) is reported apart.
+
+The table gives ms/frame, frames/s, the ratio to (a), the transformer's TFLOP/s and its share of
+the bf16 matmul rate measured in the same run, and the GPU's peak memory (nvidia-smi).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from deforum_ray.model.loading import build_random  # noqa: E402
+from deforum_ray.store import RenderStore  # noqa: E402
+
+STEPS, STRENGTH = 4, 0.5
+PASSES = round(STEPS * STRENGTH)  # transformer passes per frame after the first
+
+# name -> (chains per worker, cluster overrides)
+VARIANTS = {
+    "eager": (1, {}),
+    "eager-sync": (1, {"write_queue": 0}),
+    "compiled": (1, {"compile": True}),
+    "compiled-warm": (1, {"compile": True}),  # the same cache folder again: a warm start
+    "k4-eager": (4, {}),
+    "k4-compiled": (4, {"compile": True}),
+}
+
+
+class PeakMemory:
+    """The GPU's peak used memory while a block runs, from nvidia-smi (any process's)."""
+
+    def __enter__(self) -> "PeakMemory":
+        self.peak, self.stop = 0, threading.Event()
+
+        def poll() -> None:
+            while not self.stop.is_set():
+                try:
+                    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                                         capture_output=True, text=True, timeout=10).stdout
+                    self.peak = max(self.peak, int(out.split()[0]))
+                except Exception:
+                    pass
+                self.stop.wait(0.2)
+
+        self.thread = threading.Thread(target=poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    @property
+    def gib(self) -> float:
+        return self.peak / 1024
+
+
+def matmul_rate() -> float:
+    """bf16 matmul TFLOP/s on this GPU, measured (8192^3)."""
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    start, n = time.perf_counter(), 20
+    for _ in range(n):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * 8192**3 * n / (time.perf_counter() - start) / 1e12
+
+
+def transformer_flops(model, size: int) -> float:
+    """FLOPs of one transformer pass at batch 1 (torch's flop counter over a real forward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from deforum_ray.frame.sampling import latent_image_ids
+
+    cells = size // 8
+    x = torch.randn(1, (cells // 2) ** 2, 64, device="cuda", dtype=model.dtype)
+    tokens = torch.randn(1, model.max_text_length, 4096, device="cuda", dtype=model.dtype)
+    pooled = torch.randn(1, 768, device="cuda", dtype=model.dtype)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.transformer(hidden_states=x, encoder_hidden_states=tokens, pooled_projections=pooled,
+                          timestep=torch.ones(1, device="cuda", dtype=model.dtype),
+                          img_ids=latent_image_ids(cells, cells, "cuda", model.dtype),
+                          txt_ids=torch.zeros(model.max_text_length, 3, device="cuda", dtype=model.dtype),
+                          return_dict=False)
+    return float(counter.get_total_flops())
+
+
+def diffusers_loop(model, size: int, frames: int, offload: bool = False) -> float:
+    """ms/frame of FluxImg2ImgPipeline once per frame, feeding back a zoomed picture."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxImg2ImgPipeline
+    from PIL import Image
+
+    pipe = FluxImg2ImgPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=model.vae,
+                               text_encoder=model.text_encoder, tokenizer=model.tokenizer,
+                               text_encoder_2=model.text_encoder_2, tokenizer_2=model.tokenizer_2,
+                               transformer=model.transformer)
+    pipe.set_progress_bar_config(disable=True)
+    if offload:
+        pipe.enable_model_cpu_offload()
+    image = Image.fromarray(np.full((size, size, 3), 127, np.uint8))
+
+    def frame(picture):
+        zoomed = picture.resize((int(size * 1.02), int(size * 1.02)), Image.BICUBIC)
+        left = (zoomed.width - size) // 2
+        warped = zoomed.crop((left, left, left + size, left + size))
+        return pipe(prompt="a lighthouse at dusk", image=warped, strength=STRENGTH, num_inference_steps=STEPS,
+                    guidance_scale=0.0, height=size, width=size, max_sequence_length=model.max_text_length,
+                    generator=torch.Generator().manual_seed(0)).images[0]
+
+    image = frame(image)  # warm-up
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(frames):
+        image = frame(image)
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1000 / frames
+
+
+def render_job(size: int, chains: int, frames: int, cluster: dict, out: Path) -> dict:
+    return {
+        "name": "bench", "model": "flux1-schnell-random", "width": size, "height": size, "seed": 1,
+        "strength": STRENGTH, "steps": STEPS, "color_coherence": "match_first",
+        "motion": {"zoom": "0:(1.02)", "angle": "0:(0.3)"},
+        "clips": [{"name": f"c{i}", "num_frames": frames, "prompts": {0: "a lighthouse at dusk"}} for i in range(chains)],
+        "output": {"uri": str(out)},
+        "cluster": {"num_workers": 1, "chains_per_worker": chains, **cluster},
+    }
+
+
+def render(size: int, variant: str, frames: int, work: Path, cache: Path) -> dict:
+    chains, cluster = VARIANTS[variant]
+    cluster = dict(cluster)
+    if cluster.get("compile"):
+        cluster["compile_cache"] = str(cache / f"{size}")
+    out = work / f"{variant}-{size}"
+    job = work / f"{variant}-{size}.yaml"
+    job.write_text(yaml.safe_dump(render_job(size, chains, frames, cluster, out)))
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
+    started = time.perf_counter()
+    with PeakMemory() as memory:
+        result = subprocess.run([sys.executable, "-m", "deforum_ray", "render", str(job), "--no-progress"],
+                                capture_output=True, text=True, env=env, cwd=ROOT)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        return {"variant": variant, "size": size, "error": result.stderr.strip().splitlines()[-3:]}
+    (job_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    rows = [r for r in RenderStore(str(job_dir)).read_runlog() if r["segment"] >= 0]
+    stamps = np.array(sorted(r["timestamp"] for r in rows))
+    first = min(rows, key=lambda r: r["timestamp"])
+    steady = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    return {"variant": variant, "size": size, "chains": chains, "frames": len(rows), "fps": steady,
+            "ms_per_frame": 1000 / steady, "first_frame_s": first["seconds"], "wall_s": wall,
+            "peak_gib": memory.gib}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512])
+    parser.add_argument("--variants", default="eager,eager-sync,k4-eager")
+    parser.add_argument("--frames", type=int, default=40, help="frames of a one-chain render (4 chains: 24 each)")
+    parser.add_argument("--baseline-frames", type=int, default=12)
+    parser.add_argument("--offload-frames", type=int, default=0, help="(b), when accelerate is installed")
+    parser.add_argument("--work", default=None, help="folder for renders and the compile cache")
+    parser.add_argument("--out", default="throughput.json")
+    args = parser.parse_args()
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    facts = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "steps": STEPS, "strength": STRENGTH}
+    model = build_random("flux1-schnell", device="cuda")
+    facts["matmul_tflops"] = matmul_rate()
+    results: list[dict] = []
+    for size in args.sizes:
+        flops = transformer_flops(model, size)
+        facts[f"tflop_per_pass_{size}"] = flops / 1e12
+        base = diffusers_loop(model, size, args.baseline_frames)
+        results.append({"variant": "(a) diffusers img2img", "size": size, "chains": 1, "ms_per_frame": base,
+                        "fps": 1000 / base})
+        if args.offload_frames:
+            try:
+                import accelerate  # noqa: F401
+            except ImportError:
+                pass
+            else:
+                off = diffusers_loop(model, size, args.offload_frames, offload=True)
+                results.append({"variant": "(b) diffusers + cpu offload", "size": size, "chains": 1,
+                                "ms_per_frame": off, "fps": 1000 / off})
+                model.transformer.to("cuda"), model.vae.to("cuda")
+        print(json.dumps(results[-1]), flush=True)
+    del model
+    torch.cuda.empty_cache()
+
+    for size in args.sizes:
+        base = next(r for r in results if r["size"] == size and r["variant"].startswith("(a)"))["ms_per_frame"]
+        for variant in args.variants.split(","):
+            frames = args.frames if VARIANTS[variant][0] == 1 else 24
+            row = render(size, variant, frames, work, work / "compile-cache")
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    for row in results:
+        if "fps" in row:
+            base = next(r for r in results if r["size"] == row["size"] and r["variant"].startswith("(a)"))
+            row["ratio"] = row["fps"] / base["fps"]
+            tflops = facts[f"tflop_per_pass_{row['size']}"] * PASSES * row["fps"]
+            row["transformer_tflops"] = tflops
+            row["matmul_share"] = tflops / facts["matmul_tflops"]
+    Path(args.out).write_text(json.dumps({"facts": facts, "results": results}, indent=2))
+    print(f"\n{facts['gpu']}, torch {facts['torch']}, bf16 matmul {facts['matmul_tflops']:.0f} TFLOP/s")
+    print(f"{'size':>5} {'variant':<28} {'ms/frame':>9} {'frames/s':>9} {'ratio':>6} {'TFLOP/s':>8} {'share':>6} "
+          f"{'1st s':>6} {'peak GiB':>8}")
+    for row in results:
+        if "fps" not in row:
+            print(f"{row['size']:>5} {row['variant']:<28} failed: {row.get('error')}")
+            continue
+        print(f"{row['size']:>5} {row['variant']:<28} {row['ms_per_frame']:9.1f} {row['fps']:9.2f} {row['ratio']:6.2f} "
+              f"{row['transformer_tflops']:8.0f} {row['matmul_share']:6.1%} {row.get('first_frame_s', 0):6.1f} "
+              f"{row.get('peak_gib', 0):8.1f}")
+
+
+if __name__ == "__main__":
+    main()
