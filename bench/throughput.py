@@ -219,6 +219,9 @@ def main() -> None:
                 model.transformer.to("cuda"), model.vae.to("cuda")
         print(json.dumps(results[-1]), flush=True)
     del model
+    import gc
+
+    gc.collect()
     torch.cuda.empty_cache()
 
     for size in args.sizes:
@@ -228,6 +231,7 @@ def main() -> None:
             row = render(size, variant, frames, work, work / "compile-cache")
             results.append(row)
             print(json.dumps(row), flush=True)
+            Path(args.out).write_text(json.dumps({"facts": facts, "results": results}, indent=2))
     for row in results:
         if "fps" in row:
             base = next(r for r in results if r["size"] == row["size"] and r["variant"].startswith("(a)"))
