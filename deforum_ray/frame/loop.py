@@ -29,6 +29,7 @@ from ..job.frames import ClipFrames
 from ..job.spec import ClipSpec
 from ..model.denoiser import TextEmbedding
 from ..model.loading import VAE_SCALE, FluxModel
+from ..model.vae import decode_many
 from .color import match_channel_stats
 from .motion import compose, motion_matrix, warp
 from .noise import frame_noise
@@ -293,7 +294,8 @@ class Lane:
     chain: Chain
     state: LoopState
     stop: int  # the frame it stops before
-    on_frame: Callable[[int, Tensor, LoopState, int], Any]  # (frame, z, state after it, chains advanced together)
+    on_frame: Callable[..., Any]  # (frame, z, state after it, chains advanced together, picture or None)
+    pictures: bool = False  # decode each frame (batched with the lanes it denoised with) for on_frame
     error: BaseException | None = None
 
     @property
@@ -311,7 +313,8 @@ def advance(lanes: Sequence[Lane]) -> None:
             try:
                 given = lane.chain.given(lane.state)
                 if given is not None:
-                    _deliver(lane, lane.state.frame, *given, together=1)
+                    state, z = given
+                    _deliver(lane, lane.state.frame, state, z, together=1, picture=_pictures([(lane, z)])[0])
                 else:
                     groups.setdefault(lane.chain.batch_key, []).append((lane, lane.chain.prepare(lane.state)))
             except Exception as exc:
@@ -323,10 +326,21 @@ def advance(lanes: Sequence[Lane]) -> None:
                 for lane, _ in group:
                     lane.error = exc
                 continue
+            finished = []
             for (lane, work), z in zip(group, latents):
                 try:
-                    state, z = lane.chain.finish(lane.state, work, z)
-                    _deliver(lane, work.frame, state, z, together=len(group))
+                    finished.append((lane, work.frame, *lane.chain.finish(lane.state, work, z)))
+                except Exception as exc:
+                    lane.error = exc
+            try:
+                pictures = _pictures([(lane, z) for lane, _, _, z in finished])
+            except Exception as exc:
+                for lane, *_ in finished:
+                    lane.error = exc
+                continue
+            for (lane, frame, state, z), picture in zip(finished, pictures):
+                try:
+                    _deliver(lane, frame, state, z, together=len(group), picture=picture)
                 except Exception as exc:
                     lane.error = exc
 
@@ -335,15 +349,26 @@ def run_chain(chain: Chain, state: LoopState, stop: int,
               on_frame: Callable[[int, Tensor, LoopState], Any] = lambda *_: None) -> LoopState:
     """Advance one chain (a batch of one) from ``state`` to frame ``stop``, handing each frame's
     latent z_n and the state after it to ``on_frame``; raises the error a frame failed with."""
-    lane = Lane(chain, state, stop, lambda n, z, after, _together: on_frame(n, z, after))
+    lane = Lane(chain, state, stop, lambda n, z, after, _together, _picture: on_frame(n, z, after))
     advance([lane])
     if lane.error is not None:
         raise lane.error
     return lane.state
 
 
-def _deliver(lane: Lane, frame: int, state: LoopState, z: Tensor, together: int) -> None:
-    lane.on_frame(frame, z, state, together)
+def _pictures(frames: Sequence[tuple[Lane, Tensor]]) -> list[Any]:
+    """RGB frames of the lanes that want pictures, decoded in one VAE call; None for the rest."""
+    wanted = [i for i, (lane, _) in enumerate(frames) if lane.pictures]
+    out: list[Any] = [None] * len(frames)
+    if wanted:
+        model = frames[wanted[0]][0].chain.model
+        for i, rgb in zip(wanted, decode_many(model, [frames[i][1] for i in wanted])):
+            out[i] = rgb
+    return out
+
+
+def _deliver(lane: Lane, frame: int, state: LoopState, z: Tensor, together: int, picture: Any = None) -> None:
+    lane.on_frame(frame, z, state, together, picture)
     lane.state = state  # only once the frame is safely handed on
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -12,11 +14,17 @@ from .loading import FluxModel
 @torch.no_grad()
 def decode(model: FluxModel, z: Tensor) -> np.ndarray:
     """Latent ``(1, 16, h, w)`` -> RGB ``(8h, 8w, 3)`` uint8."""
+    return decode_many(model, [z])[0]
+
+
+@torch.no_grad()
+def decode_many(model: FluxModel, latents: Sequence[Tensor]) -> list[np.ndarray]:
+    """Several latents in one VAE call and one copy to the host (a batch of one is :func:`decode`)."""
     vae = model.vae
-    scaled = z.to(model.device, model.dtype) / vae.config.scaling_factor + vae.config.shift_factor
-    image = vae.decode(scaled, return_dict=False)[0]
-    rgb = ((image[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return rgb.permute(1, 2, 0).cpu().numpy()
+    z = torch.cat([latent.to(model.device, model.dtype) for latent in latents])
+    images = vae.decode(z / vae.config.scaling_factor + vae.config.shift_factor, return_dict=False)[0]
+    rgb = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return list(rgb.permute(0, 2, 3, 1).cpu().numpy())
 
 
 @torch.no_grad()

@@ -132,10 +132,11 @@ class FrameWriter(_Sink):
         self.model, self.every, self.on_frame = model, checkpoint_every, on_frame
         self.hashes: dict[int, str] = {}
 
-    def __call__(self, frame: int, z: Any, state: LoopState, together: int = 1) -> None:
+    def __call__(self, frame: int, z: Any, state: LoopState, together: int = 1, rgb: np.ndarray | None = None) -> None:
         task = self.task
-        # On the model's thread: decode and the copies to the host; the rest is queued.
-        rgb = decode(self.model, z)
+        # On the model's thread: decode (unless the loop did, batched) and the copies to the host;
+        # the rest is queued.
+        rgb = decode(self.model, z) if rgb is None else rgb
         png = self.writes.encode(rgb)
         latent = {"latent": z.to(torch.float16).cpu().contiguous()}
         checkpoint = None
@@ -164,7 +165,7 @@ class FrameWriter(_Sink):
 class AnchorWriter(_Sink):
     """Takes an anchor chain's frames: stores the loop state after each anchor (its checkpoint)."""
 
-    def __call__(self, frame: int, z: Any, state: LoopState, together: int = 1) -> None:
+    def __call__(self, frame: int, z: Any, state: LoopState, together: int = 1, rgb: Any = None) -> None:
         tensors = state.tensors()
 
         def write() -> None:

@@ -87,9 +87,9 @@ class _Run:
     sink: Any
     together: int = 1
 
-    def on_frame(self, frame: int, z: Any, state: LoopState, together: int) -> None:
+    def on_frame(self, frame: int, z: Any, state: LoopState, together: int, picture: Any = None) -> None:
         self.together = max(self.together, together)
-        self.sink(frame, z, state, together)
+        self.sink(frame, z, state, together, picture)
 
 
 class FluxWorker:
@@ -176,7 +176,8 @@ class FluxWorker:
 
             sink = FrameWriter(store, task, self.model, job.checkpoint_every, self.name, self.writes, report)
         run = _Run(job, resume, None, sink)
-        run.lane = Lane(chain, resume.state, task.stop, run.on_frame)
+        # Frames are decoded by the loop, the lanes of a batch in one VAE call; anchors need no picture.
+        run.lane = Lane(chain, resume.state, task.stop, run.on_frame, pictures=task.kind is not ChainKind.ANCHORS)
         return run
 
     def _chain(self, job: ChainJob, store: RenderStore, embeddings: dict[str, Any], state: LoopState) -> Chain:
