@@ -142,12 +142,29 @@ def resume_job(folder: Path, frames: int = 150, **top) -> Path:
         "motion": {"zoom": "0:(1.01)", "angle": "0:(0.5)"},
         "clips": [{"name": "long", "num_frames": frames, "prompts": {0: "a red fox", min(40, frames - 1): "a snowy hill"}},
                   {"name": "short", "num_frames": 12, "prompts": {0: "a quiet harbour"}}],
-        "cluster": {"checkpoint_every": EVERY},
+        # One torch thread, as the session's (fake-GPU) workers have: a render here in-process and one
+        # in a process of its own give the same bytes, so references need no process of their own.
+        "cluster": {"checkpoint_every": EVERY, "cpu_threads": 1},
     }
     job.update(top)
     path = folder / "job.yaml"
     path.write_text(yaml.safe_dump(job))
     return path
+
+
+def render_here(capsys, *args: str) -> tuple[int, str, str]:
+    """``deforum-ray render`` in this process, on the session's Ray with one worker: the same CLI
+    path without paying for a Ray start (the kill tests need a process of their own). Without
+    ``capsys`` (module fixtures) the output is left to pytest and not returned."""
+    from deforum_ray.cli import main
+
+    if capsys is not None:
+        capsys.readouterr()
+    code = main(["render", *args, "cluster.num_workers=1", "--no-progress"])
+    if capsys is None:
+        return code, "", ""
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def frame_hashes(job_dir: Path) -> dict[str, str]:

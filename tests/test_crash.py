@@ -11,18 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EVERY, SEGMENTED, cli, frame_hashes, only_job_dir, resume_job, start_cli, status_here, stop_when
+from conftest import (EVERY, SEGMENTED, cli, frame_hashes, only_job_dir, render_here, resume_job, start_cli,
+                      status_here, stop_when)
 from deforum_ray.store import RenderStore
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> dict[str, str]:
-    """The frames of an uninterrupted render."""
+def reference(tmp_path_factory, ray_cluster) -> dict[str, str]:
+    """The frames of an uninterrupted render (in this process: the same bytes, see ``resume_job``)."""
     folder = tmp_path_factory.mktemp("reference")
-    result = cli("render", str(resume_job(folder)), f"output.uri={folder / 'out'}", "--no-progress")
-    assert result.returncode == 0, result.stderr
-    job_dir = Path(result.stdout.strip().splitlines()[-1]).parent
-    hashes = frame_hashes(job_dir)
+    assert render_here(None, str(resume_job(folder)), f"output.uri={folder / 'out'}")[0] == 0
+    hashes = frame_hashes(only_job_dir(folder / "out"))
     assert len(hashes) == 162
     return hashes
 
@@ -106,11 +105,10 @@ def test_ctrl_c_then_sigkill_mid_clip_resume_bit_identically(tmp_path, reference
 # --- a clip cut into keyframe-anchored segments ---------------------------------------------------
 
 @pytest.fixture(scope="module")
-def segmented_reference(tmp_path_factory) -> dict[str, str]:
+def segmented_reference(tmp_path_factory, ray_cluster) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("segmented-reference")
-    result = cli("render", str(resume_job(folder, frames=60, **SEGMENTED)), f"output.uri={folder / 'out'}", "--no-progress")
-    assert result.returncode == 0, result.stderr
-    hashes = frame_hashes(Path(result.stdout.strip().splitlines()[-1]).parent)
+    assert render_here(None, str(resume_job(folder, frames=60, **SEGMENTED)), f"output.uri={folder / 'out'}")[0] == 0
+    hashes = frame_hashes(only_job_dir(folder / "out"))
     assert len(hashes) == 72 and sum(1 for h in hashes if h.startswith("segments/long/4/")) == 12
     return hashes
 

@@ -9,19 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SEGMENTED, frame_hashes, only_job_dir, resume_job, snapshot, status_here
+from conftest import SEGMENTED, frame_hashes, only_job_dir, render_here, resume_job, snapshot, status_here
 from deforum_ray.store import RenderStore
-
-
-def render_here(capsys, *args: str) -> tuple[int, str, str]:
-    """``deforum-ray render`` in this process, on the session's Ray with one worker: the same CLI
-    path without paying for a Ray start (the kill tests need a process of their own)."""
-    from deforum_ray.cli import main
-
-    capsys.readouterr()
-    code = main(["render", *args, "cluster.num_workers=1", "--no-progress"])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def rendered(tmp_path: Path, capsys, frames: int = 150, **top) -> tuple[Path, Path, Path]:

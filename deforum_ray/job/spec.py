@@ -179,6 +179,7 @@ class ClusterSpec:
     num_workers: Optional[int] = rule(None, bounds=Bounds(1, 4096))
     chains_per_worker: int = rule(bounds=Bounds(1, 64))
     checkpoint_every: int = rule(bounds=Bounds(1))
+    cpu_threads: Optional[int] = rule(None, bounds=Bounds(1, 1024))  # torch threads of a CPU worker; null: cores / workers
     write_queue: int = rule(8, bounds=Bounds(0, 256))  # frames handed to a worker's store writer; 0: write in line
     compile: bool = rule(False)  # torch.compile the transformer (GPU workers; minutes the first time)
     compile_mode: str = rule("default", choices=COMPILE_MODES)

@@ -1,9 +1,10 @@
 """Rendering a job on Ray: the chains, their resume protocol, where their frames go, the worker
 and the driver.
 
-``chains`` (the chain kinds and one chain's task), ``resume`` (where a chain stands in the store:
+``resume`` (where a chain stands in the store:
 checkpoints, DONE markers), ``sinks`` (what happens to each finished frame: decode, write,
-checkpoint, run log), ``worker`` (the Ray actor holding a resident model) and ``driver`` (the
+checkpoint, run log), ``worker`` (the Ray actor holding a resident model), ``progress`` (the progress actor and the final
+stage's task, kept free of torch so they start fast) and ``driver`` (the
 pool, scheduling, retries, progress, then the final stage). It sits above everything but the
 CLI and the API.
 """

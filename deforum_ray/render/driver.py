@@ -26,14 +26,15 @@ import yaml
 from torch import Tensor
 
 from ..errors import first_line
-from ..post.finalize import FinalResult, finalize, made_outputs
+from ..post.finalize import FinalResult, made_outputs
 from ..job.plan import ChainKind, ChainTask, RenderPlan, chain_tasks, pixel_tree, plan, tree_diff
 from ..job.spec import JobSpec, spec_to_dict, spec_to_yaml
 from ..model.denoiser import Acceleration
 from ..store import RenderStore, job_folders
 from ..table import format_table
 from .resume import chain_standing, find_resume_point
-from .worker import ChainError, ChainJob, ChainReport, FluxWorker, Progress
+from .progress import Progress, final_task
+from .worker import ChainError, ChainJob, ChainReport, FluxWorker
 
 FrameCallback = Callable[[int, int, Tensor | None], Any]  # (frames done in the job, total frames, latent)
 ATTEMPTS = 3  # a chain that fails this many times fails the job
@@ -126,6 +127,7 @@ class WorkerPool:
     device: str | None = None  # None: the GPU Ray gives the worker, else the CPU
     offload: bool = False
     acceleration: Acceleration = Acceleration()
+    cpu_threads: int | None = None  # torch threads of a CPU worker; None: the cores shared out
     write_queue: int = 8  # frames a worker may hand to its store writer before it waits (0: write in line)
     workers: list[Any] = field(default_factory=list)
 
@@ -138,8 +140,8 @@ class WorkerPool:
             options: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1}
             threads = 1
         else:  # CPU workers share the machine's cores
-            threads = max(1, int(resources.get("CPU", 1)) // self.size)
-            options = {"num_cpus": threads}
+            threads = self.cpu_threads or max(1, int(resources.get("CPU", 1)) // self.size)
+            options = {"num_cpus": min(threads, max(1, int(resources.get("CPU", 1))))}
         options.update(forwarded_env())
         actor = ray.remote(max_restarts=ATTEMPTS, max_task_retries=0)(FluxWorker)
         self.workers = [actor.options(**options).remote(self.model_spec, threads, self.device, self.offload,
@@ -249,13 +251,13 @@ def final_stage(store: RenderStore, render_plan: RenderPlan, spec: JobSpec, pool
     decoder_worker = None
     if spec.post.interpolation_method == "latent" and spec.post.interpolation > 1:
         if pool is None:
-            pool = own_pool = WorkerPool(spec.model, 1)
+            pool = own_pool = WorkerPool(spec.model, 1, cpu_threads=spec.cluster.cpu_threads)
         if not pool.workers:
             pool.start()
         decoder_worker = pool.workers[0]
     # A caller's resident CPU pool may hold every CPU; the encode must not queue behind it forever.
     cpus = 1 if ray.available_resources().get("CPU", 0) >= 1 else 0
-    task = ray.remote(_final_task).options(num_cpus=cpus, name="final-stage", **forwarded_env())
+    task = ray.remote(final_task).options(num_cpus=cpus, name="final-stage", **forwarded_env())
     tracker = ray.remote(num_cpus=0)(Progress).remote()
     bar = tqdm(total=render_plan.video_frames, desc="encode", unit="frame", disable=not progress, file=sys.stderr)
     try:
@@ -276,24 +278,6 @@ def final_stage(store: RenderStore, render_plan: RenderPlan, spec: JobSpec, pool
         ray.kill(tracker)
         if own_pool is not None:
             own_pool.shutdown()
-
-
-def _final_task(store: RenderStore, render_plan: RenderPlan, spec: JobSpec, decoder_worker: Any,
-                tracker: Any) -> FinalResult:
-    import ray
-
-    def decode(latents: list[Any]) -> list[Any]:
-        return ray.get(decoder_worker.decode.remote(latents))
-
-    reported = [0.0]
-
-    def report(frames: int) -> None:  # a few reports a second, not one per frame
-        now = time.monotonic()
-        if now - reported[0] >= 0.2:
-            reported[0] = now
-            tracker.frame.remote("final", frames)
-
-    return finalize(store, render_plan, spec, decode if decoder_worker is not None else None, report)
 
 
 def forwarded_env() -> dict[str, Any]:
@@ -326,7 +310,8 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
     if pool is None:
         parallel = sum(len(tasks) for tasks in waiting.values()) + len(todo) - len(waiting)
         pool = WorkerPool(spec.model, default_pool_size(spec, -(-parallel // per_worker)),
-                          acceleration=Acceleration.of(spec.cluster), write_queue=spec.cluster.write_queue)
+                          acceleration=Acceleration.of(spec.cluster), cpu_threads=spec.cluster.cpu_threads,
+                          write_queue=spec.cluster.write_queue)
     if not pool.workers:
         pool.start()
     clips = {clip.name: clip for clip in spec.clips}

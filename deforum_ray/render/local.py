@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..job.plan import chain_tasks, plan
-from .worker import ChainError, ChainJob, FluxWorker, Progress
+from .progress import Progress
+from .worker import ChainError, ChainJob, FluxWorker
 
 
 class _InProcess:

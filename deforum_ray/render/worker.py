@@ -63,20 +63,6 @@ class ChainReport:
     advanced_together: int = 1  # the most chains this worker advanced in one batch
 
 
-class Progress:
-    """A tiny actor the workers report frames to; the driver drains it for its progress bar."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, int, Any]] = []
-
-    def frame(self, clip: str, frame: int, latent: Any = None) -> None:
-        self.events.append((clip, frame, latent))
-
-    def drain(self) -> list[tuple[str, int, Any]]:
-        events, self.events = self.events, []
-        return events
-
-
 @dataclass
 class _Run:
     """One chain on a worker: its job, where it resumed, and the lane that advances it."""
