@@ -15,7 +15,8 @@ strength 0.5, ``color_coherence: match_first``, a slow zoom.
     store writes count; the first frame (model warm-up, compiling) is reported apart.
 
 The table gives ms/frame, frames/s, the ratio to (a), the transformer's TFLOP/s and its share of
-the bf16 matmul rate measured in the same run, and the GPU's peak memory (nvidia-smi).
+the bf16 matmul rate measured in the same run, the GPU's peak memory (nvidia-smi: every process)
+and the worker's own peak (torch's reserved memory, from the run log).
 """
 
 from __future__ import annotations
@@ -43,15 +44,24 @@ from deforum_ray.store import RenderStore  # noqa: E402
 STEPS, STRENGTH = 4, 0.5
 PASSES = round(STEPS * STRENGTH)  # transformer passes per frame after the first
 
-# name -> (chains per worker, cluster overrides)
+FULL_ENCODERS = "random:flux1-schnell-full-encoders"  # T5-XXL- and CLIP-L-sized: memory as with real weights
+
+# name -> (chains per worker, cluster overrides, model source or None for random:flux1-schnell)
 VARIANTS = {
-    "eager": (1, {}),
-    "eager-sync": (1, {"write_queue": 0}),
-    "compiled": (1, {"compile": True}),
-    "compiled-warm": (1, {"compile": True}),  # the same cache folder again: a warm start
-    "k4-eager": (4, {}),
-    "k4-compiled": (4, {"compile": True}),
+    "eager": (1, {}, None),
+    "eager-sync": (1, {"write_queue": 0}, None),
+    "compiled": (1, {"compile": True}, None),
+    "compiled-warm": (1, {"compile": True}, None),  # the same cache folder again: a warm start
+    "k4-eager": (4, {}, None),
+    "k4-compiled": (4, {"compile": True}, None),
+    "k4-eager-full-encoders": (4, {}, FULL_ENCODERS),
+    "k4-compiled-full-encoders": (4, {"compile": True}, FULL_ENCODERS),
+    "k4-fp8-eager-full-encoders": (4, {"precision": "fp8"}, FULL_ENCODERS),
+    "k4-fp8-compiled-full-encoders": (4, {"precision": "fp8", "compile": True}, FULL_ENCODERS),
+    "k4-fp8-compiled": (4, {"precision": "fp8", "compile": True}, None),
 }
+BF16_TWIN = {"k4-fp8-eager-full-encoders": "k4-eager-full-encoders",
+             "k4-fp8-compiled-full-encoders": "k4-compiled-full-encoders", "k4-fp8-compiled": "k4-compiled"}
 
 
 class PeakMemory:
@@ -147,9 +157,12 @@ def diffusers_loop(model, size: int, frames: int, offload: bool = False) -> floa
     return (time.perf_counter() - start) * 1000 / frames
 
 
-def render_job(size: int, chains: int, frames: int, cluster: dict, out: Path) -> dict:
+def render_job(size: int, chains: int, frames: int, cluster: dict, out: Path, source: str | None = None) -> dict:
+    cluster = dict(cluster)
+    model = {"preset": "flux1-schnell-random", "precision": cluster.pop("precision", "bf16"),
+             "source": source or "random:flux1-schnell"}
     return {
-        "name": "bench", "model": "flux1-schnell-random", "width": size, "height": size, "seed": 1,
+        "name": "bench", "model": model, "width": size, "height": size, "seed": 1,
         "strength": STRENGTH, "steps": STEPS, "color_coherence": "match_first",
         "motion": {"zoom": "0:(1.02)", "angle": "0:(0.3)"},
         "clips": [{"name": f"c{i}", "num_frames": frames, "prompts": {0: "a lighthouse at dusk"}} for i in range(chains)],
@@ -159,13 +172,13 @@ def render_job(size: int, chains: int, frames: int, cluster: dict, out: Path) ->
 
 
 def render(size: int, variant: str, frames: int, work: Path, cache: Path) -> dict:
-    chains, cluster = VARIANTS[variant]
+    chains, cluster, source = VARIANTS[variant]
     cluster = dict(cluster)
     if cluster.get("compile"):
         cluster["compile_cache"] = str(cache / f"{size}")
     out = work / f"{variant}-{size}"
     job = work / f"{variant}-{size}.yaml"
-    job.write_text(yaml.safe_dump(render_job(size, chains, frames, cluster, out)))
+    job.write_text(yaml.safe_dump(render_job(size, chains, frames, cluster, out, source)))
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
     started = time.perf_counter()
     with PeakMemory() as memory:
@@ -175,13 +188,31 @@ def render(size: int, variant: str, frames: int, work: Path, cache: Path) -> dic
     if result.returncode != 0:
         return {"variant": variant, "size": size, "error": result.stderr.strip().splitlines()[-3:]}
     (job_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    psnr = None
+    if variant in BF16_TWIN and (work / f"{BF16_TWIN[variant]}-{size}").exists():
+        (twin,) = [p for p in (work / f"{BF16_TWIN[variant]}-{size}").iterdir() if p.is_dir()]
+        psnr = mean_psnr(job_dir, twin)
     rows = [r for r in RenderStore(str(job_dir)).read_runlog() if r["segment"] >= 0]
     stamps = np.array(sorted(r["timestamp"] for r in rows))
     first = min(rows, key=lambda r: r["timestamp"])
     steady = (len(stamps) - 1) / (stamps[-1] - stamps[0])
     return {"variant": variant, "size": size, "chains": chains, "frames": len(rows), "fps": steady,
             "ms_per_frame": 1000 / steady, "first_frame_s": first["seconds"], "wall_s": wall,
-            "peak_gib": memory.gib}
+            "peak_gib": memory.gib,
+            "worker_peak_gib": max((r.get("gpu_peak_gib") or 0.0) for r in rows), "psnr_to_bf16": psnr}
+
+
+def mean_psnr(job_dir: Path, twin: Path) -> float:
+    """Mean PSNR (dB) of one chain's frames (clip c0, up to 24) against the same render in bf16."""
+    from PIL import Image
+
+    values = []
+    for png in sorted(job_dir.glob("segments/c0/0/frames/*.png"))[:24]:
+        a = np.asarray(Image.open(png), dtype=np.float64)
+        b = np.asarray(Image.open(twin / png.relative_to(job_dir)), dtype=np.float64)
+        mse = float(((a - b) ** 2).mean())
+        values.append(99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse))
+    return float(np.mean(values))
 
 
 def main() -> None:
@@ -242,14 +273,14 @@ def main() -> None:
     Path(args.out).write_text(json.dumps({"facts": facts, "results": results}, indent=2))
     print(f"\n{facts['gpu']}, torch {facts['torch']}, bf16 matmul {facts['matmul_tflops']:.0f} TFLOP/s")
     print(f"{'size':>5} {'variant':<28} {'ms/frame':>9} {'frames/s':>9} {'ratio':>6} {'TFLOP/s':>8} {'share':>6} "
-          f"{'1st s':>6} {'peak GiB':>8}")
+          f"{'1st s':>6} {'peak GiB':>8} {'worker':>6} {'PSNR':>5}")
     for row in results:
         if "fps" not in row:
             print(f"{row['size']:>5} {row['variant']:<28} failed: {row.get('error')}")
             continue
         print(f"{row['size']:>5} {row['variant']:<28} {row['ms_per_frame']:9.1f} {row['fps']:9.2f} {row['ratio']:6.2f} "
               f"{row['transformer_tflops']:8.0f} {row['matmul_share']:6.1%} {row.get('first_frame_s', 0):6.1f} "
-              f"{row.get('peak_gib', 0):8.1f}")
+              f"{row.get('peak_gib', 0):8.1f} {row.get('worker_peak_gib', 0):6.1f} {row.get('psnr_to_bf16') or 0:5.1f}")
 
 
 if __name__ == "__main__":

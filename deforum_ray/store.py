@@ -36,7 +36,8 @@ import fsspec
 import numpy as np
 
 MARKER = ".ok"
-RUNLOG_COLUMNS = ("clip", "segment", "frame", "worker", "chains", "seconds", "timestamp")  # chains: advanced together
+# chains: advanced together; gpu_peak_gib: the worker's peak GPU memory reserved so far (empty on a CPU)
+RUNLOG_COLUMNS = ("clip", "segment", "frame", "worker", "chains", "seconds", "timestamp", "gpu_peak_gib")
 
 
 def worker_name() -> str:
@@ -260,7 +261,7 @@ class RenderStore:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.table({column: [row[column] for row in rows] for column in RUNLOG_COLUMNS})
+        table = pa.table({column: [row.get(column) for row in rows] for column in RUNLOG_COLUMNS})
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
         name = f"{_safe(worker)}-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"

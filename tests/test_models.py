@@ -172,3 +172,36 @@ def test_random_flux1_schnell_has_flux1_schnells_shapes():
     assert torch.get_default_dtype() == torch.float32  # the builder's default dtype did not leak
     with pytest.raises(ModelError, match="unknown random model 'flux9'"):
         build_random("flux9", device="meta")
+
+
+def test_fp8_blocks_hold_float8_weights_and_stay_close_to_full_precision(tiny):
+    """``model.precision: fp8`` replaces the blocks' Linear layers: float8 weights with a scale per
+    row, inputs quantized per row. On a CPU the product is emulated with the same numbers."""
+    import copy
+
+    from deforum_ray.model.fp8 import FP8, Float8Linear, quantize_rows, to_fp8
+
+    x = torch.randn(5, 32, generator=torch.Generator().manual_seed(3)) * torch.logspace(-2, 2, 5)[:, None]
+    q, scale = quantize_rows(x)
+    assert q.dtype == FP8 and scale.shape == (5, 1)
+    assert ((q.float() * scale - x).abs() <= x.abs().amax(1, keepdim=True) / 16).all()  # 3 mantissa bits, per row
+
+    full = transformer_output(tiny)
+    quantized = copy.deepcopy(tiny)
+    count = to_fp8(quantized.transformer)
+    layers = [m for m in quantized.transformer.modules() if isinstance(m, Float8Linear)]
+    assert count == len(layers) > 0 and all(m.weight.dtype == FP8 for m in layers)
+    assert not any(isinstance(m, Float8Linear) for m in quantized.transformer.x_embedder.modules())  # embedders stay
+    low = transformer_output(quantized)
+    relative = float((low - full).norm() / full.norm())
+    assert 0 < relative < 0.1, relative
+
+
+def test_fp8_is_a_model_setting_that_loads(tmp_path):
+    spec = spec_for("tiny")
+    spec.precision = "fp8"
+    from deforum_ray.model.fp8 import Float8Linear
+
+    model = load_model(spec, "cpu")
+    assert any(isinstance(m, Float8Linear) for m in model.transformer.modules())
+    assert not any(isinstance(m, Float8Linear) for m in load_model(spec_for("tiny"), "cpu").transformer.modules())

@@ -57,12 +57,19 @@ def test_job_id_tracks_pixels_only(tmp_path):
     base = job_id(demo(tmp_path))
     assert base == job_id(demo(tmp_path)) and len(base) == 12
     for same in ("name=other", "fps=24", "post.interpolation=2", "post.loop=true", "output.crf=30",
-                 f"output.uri={tmp_path}/elsewhere", "cluster.num_workers=4", "cluster.chains_per_worker=2"):
+                 f"output.uri={tmp_path}/elsewhere", "cluster.num_workers=4", "cluster.chains_per_worker=2",
+                 "cluster.compile=true", "cluster.write_queue=0", "cluster.cpu_threads=3", "model.precision=bf16"):
         assert job_id(demo(tmp_path, same)) == base, same
     for changed in ("seed=1", "clips.1.seed=8", "strength=0.6", "motion.zoom=0:(1.01)", "width=144", "steps=5",
                     "clips.0.prompts.12=a lighthouse in snow", "clips.0.segment_length=8", "model.max_text_length=16",
-                    "noise_mode=slerp", "color_coherence=match_frame", "clips.0.num_frames=25"):
+                    "noise_mode=slerp", "color_coherence=match_frame", "clips.0.num_frames=25", "model.precision=fp8"):
         assert job_id(demo(tmp_path, changed)) != base, changed
+
+
+def test_job_ids_from_before_new_settings_are_kept(tmp_path):
+    """The demo's id as releases before ``model.precision`` and the GPU settings computed it: an
+    upgrade resumes renders in flight instead of starting them again in a new folder."""
+    assert job_id(demo(tmp_path)) == "0c8cf022ab8a"
 
 
 def test_plan_output_dir_and_video(tmp_path):

@@ -63,8 +63,8 @@ def test_run_log_is_parquet_rows(tmp_path):
     import pyarrow.parquet as pq
 
     store = RenderStore(str(tmp_path / "job"))
-    rows = [{"clip": "c", "segment": 0, "frame": n, "worker": "w:1", "chains": 1, "seconds": 0.1, "timestamp": 100.0 + n}
-            for n in range(3)]
+    rows = [{"clip": "c", "segment": 0, "frame": n, "worker": "w:1", "chains": 1, "seconds": 0.1, "timestamp": 100.0 + n,
+             "gpu_peak_gib": None if n < 2 else 23.5} for n in range(3)]  # empty on a CPU worker
     store.put_runlog(rows[:2], "w:1")
     store.put_runlog(rows[2:], "w:1")
     assert store.read_runlog() == rows

@@ -157,9 +157,11 @@ def cut_segments(clip: ClipSpec) -> tuple[Segment, ...]:
 
 def pixel_tree(tree: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a resolved spec (as a plain tree) that changes rendered frames."""
+    # precision joined the model later: its default is left out so earlier renders keep their job id
+    model = {k: v for k, v in tree["model"].items() if not (k == "precision" and v == "bf16")}
     return {
         "version": PLAN_VERSION,
-        "model": tree["model"],
+        "model": model,
         "width": tree["width"],
         "height": tree["height"],
         "clips": [

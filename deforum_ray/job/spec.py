@@ -27,7 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import first_line
 from .choices import (CODECS, COLOR_MODES, COMPILE_MODES, FRAME_INTERPOLATIONS, INTERPOLATION_METHODS,
-                      NOISE_MODES, PADDINGS, RANDOM_MODEL_NAMES, TRANSITIONS, WARP_INTERPOLATIONS)
+                      NOISE_MODES, PADDINGS, PRECISIONS, RANDOM_MODEL_NAMES, TRANSITIONS, WARP_INTERPOLATIONS)
 from .frames import evaluate, lookup, scheduled_fields, start_indices
 from .schedule import ScheduleError
 
@@ -120,6 +120,7 @@ class ModelSpec:
     transformer: Optional[str] = rule(None)  # a single .safetensors transformer file; the rest from source
     max_text_length: int = rule(512, bounds=Bounds(1, 512))
     shift_timesteps: Optional[bool] = rule(None)  # None: as the model's scheduler config says
+    precision: str = rule("bf16", choices=PRECISIONS)  # fp8: float8 weights and matmuls in the blocks (GPU)
 
 
 @dataclass

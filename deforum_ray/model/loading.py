@@ -325,6 +325,17 @@ def _assemble(name: str, transformer: Any, vae: Any, text_encoder: Any, tokenize
 
 def load_model(model_spec: Any, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
                *, local_files_only: bool | None = None, offload: bool = False) -> FluxModel:
+    """:func:`load_weights`, then ``model.precision`` applied (fp8: :mod:`.fp8`)."""
+    model = load_weights(model_spec, device, dtype, local_files_only=local_files_only, offload=offload)
+    if getattr(model_spec, "precision", "bf16") == "fp8":
+        from .fp8 import to_fp8
+
+        to_fp8(model.transformer)
+    return model
+
+
+def load_weights(model_spec: Any, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 *, local_files_only: bool | None = None, offload: bool = False) -> FluxModel:
     """Load the model a spec's ``model`` mapping names (``source`` tiny / repo id / folder,
     optional single-file ``transformer``). Raises :class:`ModelError` with one line.
 

@@ -72,6 +72,13 @@ class WriteQueue:
         self.pending.task_done()
 
 
+def gpu_peak_gib() -> float | None:
+    """The peak GPU memory this process's torch has reserved, in GiB; None without CUDA."""
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda.max_memory_reserved() / 2**30
+
+
 class RunLog:
     """Run-log rows of one chain, flushed to the store after each checkpoint and at the end."""
 
@@ -83,7 +90,8 @@ class RunLog:
     def add(self, segment: int, frame: int, together: int) -> None:
         now = time.perf_counter()
         self.pending.append({"clip": self.clip, "segment": segment, "frame": frame, "worker": self.worker,
-                             "chains": together, "seconds": now - self.last, "timestamp": time.time()})
+                             "chains": together, "seconds": now - self.last, "timestamp": time.time(),
+                             "gpu_peak_gib": gpu_peak_gib()})
         self.last = now
 
     def flush(self) -> None:
