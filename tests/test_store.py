@@ -71,3 +71,67 @@ def test_run_log_is_parquet_rows(tmp_path):
     files = list((tmp_path / "job" / "runlog").glob("*.parquet"))
     assert len(files) == 2 and pq.read_table(files[0]).column_names == list(rows[0])
     assert all((f.parent / (f.name + MARKER)).exists() for f in files)
+
+
+# --- the write queue: store writes off the model's thread, in order -------------------------------
+
+def _frame_writer(tmp_path, depth: int, every: int = 2):
+    import numpy as np
+
+    from deforum_ray.frame.loop import LoopState
+    from deforum_ray.job.plan import ChainTask, Segment
+    from deforum_ray.render.sinks import FrameWriter, WriteQueue
+
+    store = RenderStore(str(tmp_path / "job"))
+    task = ChainTask("c", 0, 6, (Segment("c", 0, 0, 6),))
+    writer = FrameWriter(store, task, model=None, checkpoint_every=every, worker="w:1", writes=WriteQueue(depth))
+
+    def frame(n: int) -> None:
+        z = torch.full((1, 16, 2, 2), float(n))
+        writer(n, z, LoopState(n + 1, z, -z, None), 1, np.full((16, 16, 3), n, np.uint8))
+
+    return store, writer, frame
+
+
+def test_the_write_queue_keeps_the_synchronous_write_order(tmp_path):
+    """Writes handed to the queue land in the order a synchronous writer makes them: each frame's
+    latent, then its PNG, a checkpoint only after every frame before it, DONE last."""
+    orders = []
+    for depth in (0, 3):
+        store, writer, frame = _frame_writer(tmp_path / str(depth), depth)
+        order = []
+        put = store.put
+        store.put = lambda rel, data: (order.append(rel), put(rel, data))[1]
+        for n in range(6):
+            frame(n)
+        writer.finish()
+        orders.append([rel.split("/", 3)[-1] if not rel.startswith("runlog/") else "runlog" for rel in order])
+        assert store.frames_done("c", 0) == list(range(6)) and store.checkpoint_frames("c", 0) == [2, 4]
+        assert len(store.read_runlog()) == 6
+    assert orders[0] == orders[1]
+    assert [rel for rel in orders[0] if rel != "runlog"][-1].endswith("DONE.json") and orders[0].index("ckpt/000004.safetensors") > orders[0].index(
+        "frames/000003.png")
+
+
+def test_a_failed_write_fails_the_chain_and_nothing_after_it_is_written(tmp_path):
+    """The disk fails on frame 3's PNG: the chain's next frame raises that error, nothing queued
+    after it is written (no checkpoint that would vouch for a missing frame), finish() raises it."""
+    import pytest
+
+    store, writer, frame = _frame_writer(tmp_path, depth=4)
+    put = store.put
+
+    def failing(rel: str, data: bytes) -> str:
+        if rel.endswith("000003.png"):
+            raise OSError("No space left on device")
+        return put(rel, data)
+
+    store.put = failing
+    with pytest.raises(OSError, match="No space left"):
+        for n in range(6):
+            frame(n)
+            writer.writes.drain()  # let the queue catch up, so the failure shows on the very next frame
+    assert writer.failed is not None and writer.failed[0] == 3
+    with pytest.raises(OSError):
+        writer.finish()
+    assert store.frames_done("c", 0) == [0, 1, 2] and store.checkpoint_frames("c", 0) == [2]
