@@ -256,7 +256,6 @@ def main() -> None:
     torch.cuda.empty_cache()
 
     for size in args.sizes:
-        base = next(r for r in results if r["size"] == size and r["variant"].startswith("(a)"))["ms_per_frame"]
         for variant in args.variants.split(","):
             frames = args.frames if VARIANTS[variant][0] == 1 else 24
             row = render(size, variant, frames, work, work / "compile-cache")

@@ -207,7 +207,11 @@ class RenderStore:
 
     # -- frames -----------------------------------------------------------------------------
     def write_frame(self, clip: str, segment: int, frame: int, rgb: np.ndarray) -> str:
-        return self.put(self.frame_rel(clip, segment, frame), encode_png(rgb))
+        return self.put_frame(clip, segment, frame, encode_png(rgb))
+
+    def put_frame(self, clip: str, segment: int, frame: int, png: bytes) -> str:
+        """An already encoded frame (the write queue encodes on other threads)."""
+        return self.put(self.frame_rel(clip, segment, frame), png)
 
     def read_frame(self, clip: str, segment: int, frame: int) -> np.ndarray:
         data = self.get(self.frame_rel(clip, segment, frame))

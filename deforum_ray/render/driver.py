@@ -140,8 +140,9 @@ class WorkerPool:
             options: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1}
             threads = 1
         else:  # CPU workers share the machine's cores
-            threads = self.cpu_threads or max(1, int(resources.get("CPU", 1)) // self.size)
-            options = {"num_cpus": min(threads, max(1, int(resources.get("CPU", 1))))}
+            cpus = max(1, int(resources.get("CPU", 1)))
+            threads = self.cpu_threads or max(1, cpus // self.size)
+            options = {"num_cpus": min(threads, cpus)}
         options.update(forwarded_env())
         actor = ray.remote(max_restarts=ATTEMPTS, max_task_retries=0)(FluxWorker)
         self.workers = [actor.options(**options).remote(self.model_spec, threads, self.device, self.offload,

@@ -158,7 +158,7 @@ class FrameWriter(_Sink):
         segment = task.segment_of(frame)
         # The latent first: a frame whose PNG is vouched for always has its latent (interpolation).
         store.put_tensors(store.latent_rel(task.clip, segment, frame), latent)
-        self.hashes[frame] = store.put(store.frame_rel(task.clip, segment, frame), png.result())
+        self.hashes[frame] = store.put_frame(task.clip, segment, frame, png.result())
         self.log.add(segment, frame, together)
         if checkpoint is not None:
             store.put_checkpoint(task.clip, task.segment_of(frame + 1), frame + 1, checkpoint)
