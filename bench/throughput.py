@@ -59,9 +59,14 @@ VARIANTS = {
     "k4-fp8-eager-full-encoders": (4, {"precision": "fp8"}, FULL_ENCODERS),
     "k4-fp8-compiled-full-encoders": (4, {"precision": "fp8", "compile": True}, FULL_ENCODERS),
     "k4-fp8-compiled": (4, {"precision": "fp8", "compile": True}, None),
+    "k4-compiled-cudagraphs": (4, {"compile": True, "compile_mode": "reduce-overhead"}, None),
+    "k4-fp8-compiled-cudagraphs-full-encoders": (4, {"precision": "fp8", "compile": True,
+                                                     "compile_mode": "reduce-overhead"}, FULL_ENCODERS),
 }
+# "<variant>-warm": the variant again on the same compile cache folder, a worker's second start.
 BF16_TWIN = {"k4-fp8-eager-full-encoders": "k4-eager-full-encoders",
-             "k4-fp8-compiled-full-encoders": "k4-compiled-full-encoders", "k4-fp8-compiled": "k4-compiled"}
+             "k4-fp8-compiled-full-encoders": "k4-compiled-full-encoders", "k4-fp8-compiled": "k4-compiled",
+             "k4-fp8-compiled-cudagraphs-full-encoders": "k4-compiled-full-encoders"}
 
 
 class PeakMemory:
@@ -171,8 +176,12 @@ def render_job(size: int, chains: int, frames: int, cluster: dict, out: Path, so
     }
 
 
+def variant_settings(variant: str) -> tuple[int, dict, str | None]:
+    return VARIANTS[variant.removesuffix("-warm")]
+
+
 def render(size: int, variant: str, frames: int, work: Path, cache: Path) -> dict:
-    chains, cluster, source = VARIANTS[variant]
+    chains, cluster, source = variant_settings(variant)
     cluster = dict(cluster)
     if cluster.get("compile"):
         cluster["compile_cache"] = str(cache / f"{size}")
@@ -180,7 +189,7 @@ def render(size: int, variant: str, frames: int, work: Path, cache: Path) -> dic
     job = work / f"{variant}-{size}.yaml"
     job.write_text(yaml.safe_dump(render_job(size, chains, frames, cluster, out, source)))
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     with PeakMemory() as memory:
         result = subprocess.run([sys.executable, "-m", "deforum_ray", "render", str(job), "--no-progress"],
                                 capture_output=True, text=True, env=env, cwd=ROOT)
@@ -189,8 +198,9 @@ def render(size: int, variant: str, frames: int, work: Path, cache: Path) -> dic
         return {"variant": variant, "size": size, "error": result.stderr.strip().splitlines()[-3:]}
     (job_dir,) = [p for p in out.iterdir() if p.is_dir()]
     psnr = None
-    if variant in BF16_TWIN and (work / f"{BF16_TWIN[variant]}-{size}").exists():
-        (twin,) = [p for p in (work / f"{BF16_TWIN[variant]}-{size}").iterdir() if p.is_dir()]
+    twin_variant = BF16_TWIN.get(variant.removesuffix("-warm"))
+    if twin_variant and (work / f"{twin_variant}-{size}").exists():
+        (twin,) = [p for p in (work / f"{twin_variant}-{size}").iterdir() if p.is_dir()]
         psnr = mean_psnr(job_dir, twin)
     rows = [r for r in RenderStore(str(job_dir)).read_runlog() if r["segment"] >= 0]
     stamps = np.array(sorted(r["timestamp"] for r in rows))
@@ -198,6 +208,8 @@ def render(size: int, variant: str, frames: int, work: Path, cache: Path) -> dic
     steady = (len(stamps) - 1) / (stamps[-1] - stamps[0])
     return {"variant": variant, "size": size, "chains": chains, "frames": len(rows), "fps": steady,
             "ms_per_frame": 1000 / steady, "first_frame_s": first["seconds"], "wall_s": wall,
+            # the command's start to its first frame written: Ray, model load, embedding, placing, compiling
+            "start_to_first_frame_s": first["timestamp"] - started_at,
             "peak_gib": memory.gib,
             "worker_peak_gib": max((r.get("gpu_peak_gib") or 0.0) for r in rows), "psnr_to_bf16": psnr}
 
@@ -257,7 +269,7 @@ def main() -> None:
 
     for size in args.sizes:
         for variant in args.variants.split(","):
-            frames = args.frames if VARIANTS[variant][0] == 1 else 24
+            frames = args.frames if variant_settings(variant)[0] == 1 else 24
             row = render(size, variant, frames, work, work / "compile-cache")
             results.append(row)
             print(json.dumps(row), flush=True)
@@ -272,13 +284,14 @@ def main() -> None:
     Path(args.out).write_text(json.dumps({"facts": facts, "results": results}, indent=2))
     print(f"\n{facts['gpu']}, torch {facts['torch']}, bf16 matmul {facts['matmul_tflops']:.0f} TFLOP/s")
     print(f"{'size':>5} {'variant':<28} {'ms/frame':>9} {'frames/s':>9} {'ratio':>6} {'TFLOP/s':>8} {'share':>6} "
-          f"{'1st s':>6} {'peak GiB':>8} {'worker':>6} {'PSNR':>5}")
+          f"{'1st s':>6} {'start s':>7} {'peak GiB':>8} {'worker':>6} {'PSNR':>5}")
     for row in results:
         if "fps" not in row:
             print(f"{row['size']:>5} {row['variant']:<28} failed: {row.get('error')}")
             continue
         print(f"{row['size']:>5} {row['variant']:<28} {row['ms_per_frame']:9.1f} {row['fps']:9.2f} {row['ratio']:6.2f} "
               f"{row['transformer_tflops']:8.0f} {row['matmul_share']:6.1%} {row.get('first_frame_s', 0):6.1f} "
+              f"{row.get('start_to_first_frame_s', 0):7.1f} "
               f"{row.get('peak_gib', 0):8.1f} {row.get('worker_peak_gib', 0):6.1f} {row.get('psnr_to_bf16') or 0:5.1f}")
 
 

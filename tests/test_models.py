@@ -205,3 +205,70 @@ def test_fp8_is_a_model_setting_that_loads(tmp_path):
     model = load_model(spec, "cpu")
     assert any(isinstance(m, Float8Linear) for m in model.transformer.modules())
     assert not any(isinstance(m, Float8Linear) for m in load_model(spec_for("tiny"), "cpu").transformer.modules())
+
+
+def small_meta_transformer():
+    """FLUX's transformer class, small, built on the meta device (shapes, no weights)."""
+    from diffusers import FluxTransformer2DModel
+
+    with torch.device("meta"):
+        return FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=2, num_single_layers=2,
+                                      attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                      pooled_projection_dim=32, guidance_embeds=False, axes_dims_rope=(4, 6, 6))
+
+
+def test_placing_a_meta_transformer_makes_seeded_weights_block_by_block():
+    """``random:`` transformers are made on the device one block at a time from the model's seed:
+    the same seed gives the same weights, fp8 gives the same weights quantized, and the caller's
+    RNG does not move."""
+    from deforum_ray.model.fp8 import Float8Linear, quantize_rows
+    from deforum_ray.model.placement import Placement, place, units
+
+    made = []
+    for seed, precision in ((5, "bf16"), (5, "bf16"), (6, "bf16"), (5, "fp8")):
+        transformer = small_meta_transformer()
+        before = torch.random.get_rng_state()
+        count = place(transformer, torch.device("cpu"), torch.float32, Placement(precision, seed))
+        assert torch.equal(before, torch.random.get_rng_state())
+        assert not any(p.is_meta for p in transformer.parameters())
+        made.append((transformer, count))
+    (a, none), (b, _), (c, _), (q, fp8) = made
+    assert none == 0 and fp8 == sum(isinstance(m, Float8Linear) for m in q.modules()) > 0
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(a.x_embedder.weight, c.x_embedder.weight)
+    names = [name for name, _ in units(a)]
+    assert names.index("transformer_blocks.1") < names.index("single_transformer_blocks.0") < names.index("proj_out")
+    weight, scale = quantize_rows(a.transformer_blocks[0].attn.to_q.weight)
+    assert torch.equal(q.transformer_blocks[0].attn.to_q.weight, weight)  # the same bf16 weights, quantized
+    assert torch.equal(q.x_embedder.weight, a.x_embedder.weight)  # the embedders stay as made
+    with pytest.raises(ValueError, match="no seed"):
+        place(small_meta_transformer(), torch.device("cpu"), torch.float32, Placement())
+
+
+def test_a_deferred_transformer_is_placed_after_the_prompts_are_embedded(saved_tiny):
+    """A worker loads its transformer off the device, embeds, frees the text encoders and only then
+    places the transformer (what keeps T5-XXL and the transformer from sharing a GPU); the result
+    is the model an immediate load gives, bit for bit, in bf16 and fp8."""
+    from deforum_ray.render.worker import FluxWorker
+
+    spec = spec_for(str(saved_tiny))
+    worker = FluxWorker(spec, device="cpu", write_queue=0)
+    assert worker.model.pending is not None and worker.model.pending.precision == "bf16"
+    embeddings = worker.embed(["a red fox in the snow"])
+    assert worker.model.pending is not None  # embedding did not need the transformer
+    worker.release_text_encoders()
+    assert worker.model.pending is None and worker.model.text_encoder_2 is None
+    model, loaded = worker.model, load_model(spec, "cpu")
+    assert torch.equal(embeddings["a red fox in the snow"].tokens,
+                       encode_prompts(loaded, ["a red fox in the snow"])["a red fox in the snow"].tokens)
+    model.text_encoder, model.text_encoder_2 = loaded.text_encoder, loaded.text_encoder_2  # for transformer_output
+    assert torch.equal(transformer_output(model), transformer_output(loaded))
+
+    spec.precision = "fp8"
+    deferred = load_model(spec, "cpu", defer_transformer=True)
+    assert deferred.pending.precision == "fp8"
+    deferred.place_transformer()
+    deferred.place_transformer()  # once only
+    assert torch.equal(transformer_output(deferred), transformer_output(load_model(spec, "cpu")))
+    random = load_model(spec_for("random:flux1-schnell"), "meta", torch.bfloat16, defer_transformer=True)
+    assert random.pending.seed == 0 and all(p.is_meta for p in random.transformer.parameters())

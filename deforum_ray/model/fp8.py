@@ -50,17 +50,21 @@ class Float8Linear(nn.Module):
         return out.reshape(*x.shape[:-1], self.out_features)
 
 
-def to_fp8(transformer: nn.Module) -> int:
-    """Replace the Linear layers of the transformer's blocks by :class:`Float8Linear`, in place,
-    one at a time (the bf16 weight is freed as each is replaced). Returns how many."""
+def block_to_fp8(block: nn.Module) -> int:
+    """Replace the Linear layers of one block by :class:`Float8Linear`, in place, one at a time
+    (each bf16 weight is freed as it is replaced). Returns how many."""
     replaced = 0
-    for group in BLOCKS:
-        for block in getattr(transformer, group, []):
-            for name, module in list(block.named_modules()):
-                if isinstance(module, nn.Linear) and module.in_features % 16 == 0 and module.out_features % 16 == 0:
-                    parent = block.get_submodule(name.rpartition(".")[0]) if "." in name else block
-                    setattr(parent, name.rpartition(".")[2], Float8Linear(module))
-                    replaced += 1
+    for name, module in list(block.named_modules()):
+        if isinstance(module, nn.Linear) and module.in_features % 16 == 0 and module.out_features % 16 == 0:
+            parent = block.get_submodule(name.rpartition(".")[0]) if "." in name else block
+            setattr(parent, name.rpartition(".")[2], Float8Linear(module))
+            replaced += 1
+    return replaced
+
+
+def to_fp8(transformer: nn.Module) -> int:
+    """:func:`block_to_fp8` on every block of a transformer already on its device. Returns how many."""
+    replaced = sum(block_to_fp8(block) for group in BLOCKS for block in getattr(transformer, group, []))
     if replaced and torch.cuda.is_available():
         torch.cuda.empty_cache()
     return replaced

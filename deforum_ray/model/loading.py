@@ -13,7 +13,7 @@ import contextlib
 import functools
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ import torch
 
 from ..errors import first_line
 from ..job.choices import RANDOM_MODEL_NAMES
+from .placement import Placement, place
 
 if TYPE_CHECKING:
     from .denoiser import Denoiser
@@ -51,6 +52,7 @@ class FluxModel:
     dtype: torch.dtype
     shift_timesteps: bool
     max_text_length: int
+    pending: Placement | None = None  # the transformer is not on ``device`` yet: :meth:`place_transformer`
 
     @functools.cached_property
     def denoiser(self) -> "Denoiser":
@@ -66,6 +68,14 @@ class FluxModel:
     @property
     def latent_channels(self) -> int:
         return int(self.vae.config.latent_channels)
+
+    def place_transformer(self) -> None:
+        """Put the transformer on the device, block by block, if loading left it off (:mod:`.placement`)."""
+        if self.pending is not None:
+            with quiet_libraries():
+                place(self.transformer, self.device, self.dtype, self.pending)
+            self.transformer.eval().requires_grad_(False)
+            self.pending = None
 
     def release_text_encoders(self) -> None:
         """Free the text encoders once every prompt of the job is embedded (T5-XXL is ~9 GB)."""
@@ -178,10 +188,11 @@ def _tiny_tokenizer(max_length: int) -> Any:
 
 
 def build_tiny(seed: int = 0, max_text_length: int = 32, device: torch.device | str | None = None,
-               dtype: torch.dtype | None = None) -> FluxModel:
+               dtype: torch.dtype | None = None, *, defer_transformer: bool = False) -> FluxModel:
     """A FLUX-architecture model with random weights, identical for the same seed.
 
-    Built under a forked RNG so that building it never moves the caller's global RNG.
+    Built under a forked RNG so that building it never moves the caller's global RNG. With
+    ``defer_transformer`` the transformer stays in CPU memory until :meth:`FluxModel.place_transformer`.
     """
     from diffusers import AutoencoderKL, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
@@ -217,8 +228,11 @@ def build_tiny(seed: int = 0, max_text_length: int = 32, device: torch.device | 
             decoder_start_token_id=tokenizer_2.pad_token_id,
         ))
         _make_tiny_vae_faithful(vae)
-    return _assemble("tiny", transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
-                     device, dtype, shift_timesteps=False, max_text_length=max_text_length)
+    model = _assemble("tiny", transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
+                      device, dtype, shift_timesteps=False, max_text_length=max_text_length)
+    if not defer_transformer:
+        model.place_transformer()
+    return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,10 +251,14 @@ assert tuple(RANDOM_MODELS) == RANDOM_MODEL_NAMES
 
 
 def build_random(preset: str, seed: int = 0, max_text_length: int = 256, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> FluxModel:
+                 dtype: torch.dtype | None = None, *, defer_transformer: bool = False) -> FluxModel:
     """FLUX.1 at its real size (19 + 38 blocks, 3072 wide; FLUX's VAE) with random weights, built
     straight on ``device`` in ``dtype`` (seconds on a GPU, no download), for benchmarks and
-    smoke tests of a cluster. ``device="meta"`` builds the shapes alone. Tokenizers are ``tiny``'s."""
+    smoke tests of a cluster. ``device="meta"`` builds the shapes alone. Tokenizers are ``tiny``'s.
+
+    The transformer is born on the meta device and made block by block when it is placed
+    (:mod:`.placement`; at once, or with ``defer_transformer`` at :meth:`FluxModel.place_transformer`),
+    so fp8 never needs the bf16 transformer whole."""
     from diffusers import AutoencoderKL, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
@@ -258,11 +276,12 @@ def build_random(preset: str, seed: int = 0, max_text_length: int = 256, device:
         torch.manual_seed(seed)
         torch.set_default_dtype(dtype)  # parameters are born in dtype: no float32 copy of 12B weights
         try:
-            transformer = FluxTransformer2DModel(
-                patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
-                num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
-                guidance_embeds=choice["guidance_embeds"], axes_dims_rope=(16, 56, 56),
-            )
+            with torch.device("meta"):
+                transformer = FluxTransformer2DModel(
+                    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                    num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
+                    guidance_embeds=choice["guidance_embeds"], axes_dims_rope=(16, 56, 56),
+                )
             vae = AutoencoderKL(
                 in_channels=3, out_channels=3, latent_channels=16, layers_per_block=2, norm_num_groups=32,
                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
@@ -283,8 +302,12 @@ def build_random(preset: str, seed: int = 0, max_text_length: int = 256, device:
             ))
         finally:
             torch.set_default_dtype(saved_dtype)
-    return _assemble(f"random:{preset}", transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
-                     device, dtype, shift_timesteps=bool(choice.get("shift")), max_text_length=max_text_length)
+    model = _assemble(f"random:{preset}", transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
+                      device, dtype, shift_timesteps=bool(choice.get("shift")), max_text_length=max_text_length,
+                      seed=seed)
+    if not defer_transformer:
+        model.place_transformer()
+    return model
 
 
 def _make_tiny_vae_faithful(vae: Any) -> None:
@@ -309,14 +332,14 @@ def _make_tiny_vae_faithful(vae: Any) -> None:
 
 def _assemble(name: str, transformer: Any, vae: Any, text_encoder: Any, tokenizer: Any, text_encoder_2: Any,
               tokenizer_2: Any, device: torch.device, dtype: torch.dtype, *, shift_timesteps: bool,
-              max_text_length: int, text_device: torch.device | None = None) -> FluxModel:
+              max_text_length: int, text_device: torch.device | None = None, seed: int | None = None) -> FluxModel:
+    """The parts on their devices, but the transformer: it is placed last (``pending``)."""
     with quiet_libraries():
-        for module in (transformer, vae):
-            module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
         for module in (text_encoder, text_encoder_2):
             module.to(device=text_device or device, dtype=dtype).eval().requires_grad_(False)
     return FluxModel(name, transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
-                     device, dtype, shift_timesteps, max_text_length)
+                     device, dtype, shift_timesteps, max_text_length, pending=Placement(seed=seed))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,20 +347,24 @@ def _assemble(name: str, transformer: Any, vae: Any, text_encoder: Any, tokenize
 
 
 def load_model(model_spec: Any, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-               *, local_files_only: bool | None = None, offload: bool = False) -> FluxModel:
-    """:func:`load_weights`, then ``model.precision`` applied (fp8: :mod:`.fp8`)."""
+               *, local_files_only: bool | None = None, offload: bool = False,
+               defer_transformer: bool = False) -> FluxModel:
+    """:func:`load_weights`, then the transformer placed on the device block by block in
+    ``model.precision`` (fp8: :mod:`.fp8`). With ``defer_transformer`` it is placed only at
+    :meth:`FluxModel.place_transformer`: a worker embeds its prompts first, so T5 and the
+    transformer never share the device."""
     model = load_weights(model_spec, device, dtype, local_files_only=local_files_only, offload=offload)
-    if getattr(model_spec, "precision", "bf16") == "fp8":
-        from .fp8 import to_fp8
-
-        to_fp8(model.transformer)
+    model.pending = replace(model.pending or Placement(), precision=str(getattr(model_spec, "precision", "bf16")))
+    if not defer_transformer:
+        model.place_transformer()
     return model
 
 
 def load_weights(model_spec: Any, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
                  *, local_files_only: bool | None = None, offload: bool = False) -> FluxModel:
     """Load the model a spec's ``model`` mapping names (``source`` tiny / repo id / folder,
-    optional single-file ``transformer``). Raises :class:`ModelError` with one line.
+    optional single-file ``transformer``), its transformer not yet placed (in CPU memory, or
+    shapes alone for ``random:``). Raises :class:`ModelError` with one line.
 
     ``offload`` keeps the text encoders in CPU memory (they run once per job) so that a small GPU
     holds only the transformer and the VAE."""
@@ -347,10 +374,11 @@ def load_weights(model_spec: Any, device: torch.device | str | None = None, dtyp
     source = str(model_spec.source)
     if (source == "tiny" or source.startswith(RANDOM_PREFIX)) and not model_spec.transformer:
         if source == "tiny":
-            model = build_tiny(max_text_length=model_spec.max_text_length, device=device, dtype=dtype)
+            model = build_tiny(max_text_length=model_spec.max_text_length, device=device, dtype=dtype,
+                               defer_transformer=True)
         else:
             model = build_random(source[len(RANDOM_PREFIX):], max_text_length=model_spec.max_text_length,
-                                 device=device, dtype=dtype)
+                                 device=device, dtype=dtype, defer_transformer=True)
         model.text_encoder.to(text_device)
         model.text_encoder_2.to(text_device)
         return model

@@ -91,7 +91,9 @@ class FluxWorker:
         if threads:
             torch.set_num_threads(threads)  # the same on every worker: same float results everywhere
         self.name = worker_name()
-        self.model = load_model(model_spec, device, offload=offload)
+        # The transformer goes on the device after the prompts are embedded (release_text_encoders)
+        # or at the first render, so T5 and the transformer never share it: a worker's peak memory.
+        self.model = load_model(model_spec, device, offload=offload, defer_transformer=True)
         self.model.denoiser.accelerate(acceleration)
         self.writes = WriteQueue(write_queue)
 
@@ -104,7 +106,9 @@ class FluxWorker:
         return {text: emb.to("cpu") for text, emb in encode_prompts(self.model, texts).items()}
 
     def release_text_encoders(self) -> None:
+        """Free the text encoders (every prompt of the job is embedded) and place the transformer."""
         self.model.release_text_encoders()
+        self.model.place_transformer()
 
     def decode(self, latents: Sequence[Any]) -> list[np.ndarray]:
         """RGB frames of latents (the final stage's latent interpolation)."""
@@ -115,6 +119,7 @@ class FluxWorker:
         """Render every job's chain, all advancing together; one result per job, in order: its
         report, or the ChainError it failed with (the other chains still finish)."""
         started = time.perf_counter()
+        self.model.place_transformer()  # a pool that keeps its text encoders places it here
         results: list[ChainReport | ChainError | None] = [None] * len(jobs)
         runs: dict[int, _Run] = {}
         for i, job in enumerate(jobs):
