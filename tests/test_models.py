@@ -272,3 +272,41 @@ def test_a_deferred_transformer_is_placed_after_the_prompts_are_embedded(saved_t
     assert torch.equal(transformer_output(deferred), transformer_output(load_model(spec, "cpu")))
     random = load_model(spec_for("random:flux1-schnell"), "meta", torch.bfloat16, defer_transformer=True)
     assert random.pending.seed == 0 and all(p.is_meta for p in random.transformer.parameters())
+
+
+def test_decoding_many_frames_splits_calls_by_pixels(tiny, monkeypatch):
+    """A batch of frames is decoded in VAE calls of at most DECODE_PIXELS each (the decoder's
+    activations grow with the pixels of a call), in order, each frame as decoding it alone gives."""
+    import numpy as np
+
+    from deforum_ray.model import vae
+
+    latents = [torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(5)]
+    alone = [vae.decode(tiny, z) for z in latents]
+    calls: list[int] = []
+    original = tiny.vae.decode
+    monkeypatch.setattr(tiny.vae, "decode", lambda z, **kw: calls.append(len(z)) or original(z, **kw))
+    monkeypatch.setattr(vae, "DECODE_PIXELS", 2 * 64 * 64)  # two 64x64 frames a call
+    frames = vae.decode_many(tiny, latents)
+    assert calls == [2, 2, 1]
+    assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 1 for a, b in zip(frames, alone))
+    calls.clear()
+    monkeypatch.setattr(vae, "DECODE_PIXELS", 64 * 64 // 2)  # less than a frame: still one a call
+    assert len(vae.decode_many(tiny, latents[:2])) == 2 and calls == [1, 1]
+
+
+def test_gpu_workers_use_expandable_segments_unless_told_otherwise(monkeypatch):
+    """The allocator setting that cut a worker's reserved memory by up to 2.7 GiB: on by default,
+    never over the user's PYTORCH_CUDA_ALLOC_CONF, and not beside CUDA graphs."""
+    from deforum_ray.model.denoiser import Acceleration
+    from deforum_ray.render.worker import use_expandable_segments
+
+    settings: list[str] = []
+    monkeypatch.setattr(torch.cuda.memory, "_set_allocator_settings", settings.append)
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    use_expandable_segments(Acceleration(compile=True))
+    assert settings == ["expandable_segments:True"]
+    use_expandable_segments(Acceleration(compile=True, compile_mode="reduce-overhead"))
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128")
+    use_expandable_segments(Acceleration())
+    assert settings == ["expandable_segments:True"]

@@ -18,7 +18,7 @@ from ..errors import first_line
 from ..frame.loop import AnchorChain, Chain, Lane, LoopState, SegmentChain, advance
 from ..job.plan import ChainKind, ChainTask
 from ..model.denoiser import Acceleration
-from ..model.vae import decode, encode
+from ..model.vae import accelerate_decoder, decode, encode
 from ..store import RenderStore, worker_name
 from .resume import ResumePoint, find_resume_point, segment_ends
 from .sinks import AnchorWriter, FrameWriter, WriteQueue
@@ -91,10 +91,13 @@ class FluxWorker:
         if threads:
             torch.set_num_threads(threads)  # the same on every worker: same float results everywhere
         self.name = worker_name()
+        if (device is None or str(device).startswith("cuda")) and torch.cuda.is_available():
+            use_expandable_segments(acceleration)
         # The transformer goes on the device after the prompts are embedded (release_text_encoders)
         # or at the first render, so T5 and the transformer never share it: a worker's peak memory.
         self.model = load_model(model_spec, device, offload=offload, defer_transformer=True)
         self.model.denoiser.accelerate(acceleration)
+        accelerate_decoder(self.model, acceleration)
         self.writes = WriteQueue(write_queue)
 
     def ready(self) -> str:
@@ -183,6 +186,19 @@ class FluxWorker:
         if task.kind is ChainKind.ANCHORS:
             return AnchorChain(*common, init, anchors=task.anchors)
         return Chain(*common, init)
+
+
+def use_expandable_segments(acceleration: Acceleration) -> None:
+    """Let torch's CUDA allocator grow segments instead of caching many fixed ones: a worker's
+    reserved memory drops by 1-2.7 GiB (bench/memory.py: bf16 27.6 -> 24.9 GiB, fp8 16.2 -> 14.1).
+    Before the first CUDA allocation; never over a user's PYTORCH_CUDA_ALLOC_CONF, and not beside
+    CUDA graphs (``reduce-overhead``), not measured together."""
+    import os
+
+    import torch
+
+    if "PYTORCH_CUDA_ALLOC_CONF" not in os.environ and "reduce-overhead" not in acceleration.compile_mode:
+        torch.cuda.memory._set_allocator_settings("expandable_segments:True")
 
 
 def _count(task: ChainTask, first: int, stop: int) -> int:
