@@ -171,6 +171,18 @@ def test_loop_state_checkpoint_resumes_bit_exactly(tmp_path, tiny):
     assert all(np.array_equal(a, b) for a, b in zip(straight, resumed)) and len(resumed) == 8
 
 
+def test_the_state_after_a_first_frame_saves_though_its_colour_reference_is_its_latent(tmp_path, tiny):
+    """After frame 0 with ``match_first`` the colour reference is the latent itself (an anchor
+    chain stores exactly that state); safetensors refuses tensors that share memory."""
+    spec = load_job(job(tmp_path, color_coherence="match_first"))
+    clip = spec.clips[0]
+    chain = Chain(tiny, clip, spec.width, spec.height, encode_prompts(tiny, list(clip.prompts.values())))
+    state = run_chain(chain, LoopState(), 1, lambda n, z, s: None)
+    assert state.color_ref is state.latent
+    restored = LoopState.from_tensors(load(save(state.tensors())))
+    assert torch.equal(restored.latent, state.latent) and torch.equal(restored.color_ref, state.color_ref)
+
+
 @pytest.mark.parametrize("mode", ["match_first", "match_frame"])
 def test_colour_coherence_applies_to_the_carried_latent(tmp_path, tiny, mode):
     spec = load_job(job(tmp_path, color_coherence=mode, strength=0.75))

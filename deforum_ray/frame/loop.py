@@ -83,11 +83,16 @@ class LoopState:
     color_ref: Tensor | None = None  # the colour-coherence reference latent
 
     def tensors(self) -> dict[str, Tensor]:
+        """The state on the CPU, each tensor its own memory (safetensors refuses shared memory: on
+        a chain's first frame the colour reference *is* the latent)."""
         out = {"frame": torch.tensor([self.frame], dtype=torch.int64)}
         for name in ("latent", "noise", "color_ref"):
             value = getattr(self, name)
             if value is not None:
-                out[name] = value.cpu().contiguous()
+                tensor = value.cpu().contiguous()
+                if any(tensor.data_ptr() == other.data_ptr() for other in out.values()):
+                    tensor = tensor.clone()
+                out[name] = tensor
         return out
 
     @classmethod
