@@ -12,6 +12,7 @@ from typing import Sequence
 
 from . import __version__
 from .errors import first_line
+from .job.limits import MAX_CLIP_FRAMES
 from .job.schedule import ScheduleError, parse_schedule
 
 EXIT_OK = 0
@@ -165,6 +166,8 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value > MAX_CLIP_FRAMES:
+        raise argparse.ArgumentTypeError(f"at most {MAX_CLIP_FRAMES} frames (a clip's limit), got {value}")
     return value
 
 

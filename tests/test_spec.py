@@ -371,11 +371,10 @@ def test_missing_required_clip_keys(write_job, tmp_path):
     assert "clips[1].prompts: missing value" in info.value.errors
 
 
-def test_interpolation_error_is_named(write_job, tmp_path):
-    with pytest.raises(SpecError, match="nowhere"):
-        load_job(write_job(two_clip_job(name="${nowhere}")), [f"output.uri={tmp_path}"])
-
-
-def test_omegaconf_interpolation_works(write_job, tmp_path):
-    spec = load_job(write_job(two_clip_job(subseed="${seed}")), [f"output.uri={tmp_path}", "seed=9"])
-    assert spec.subseed == 9
+def test_omegaconf_interpolations_are_refused_in_files_and_overrides(write_job, tmp_path):
+    """A spec is data: ``${...}`` (a reference, or a resolver such as oc.env that reads the
+    machine's environment) is refused, naming the field, in the file and in an override."""
+    with pytest.raises(SpecError, match=r"subseed: '\$\{\.\.\.\}' is not allowed"):
+        load_job(write_job(two_clip_job(subseed="${seed}")), [f"output.uri={tmp_path}", "seed=9"])
+    with pytest.raises(SpecError, match=r"^clips\.0\.prompts\.0: '\$\{\.\.\.\}' is not allowed"):
+        load_job(write_job(two_clip_job()), [f"output.uri={tmp_path}", "clips.0.prompts.0=${oc.env:PATH}"])

@@ -9,7 +9,9 @@ re-running a job resumes into the same folder and a changed picture gets a new o
 
 from __future__ import annotations
 
+import bisect
 import enum
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -44,7 +46,7 @@ class ClipPlan:
     passes: int  # transformer passes over all frames
     prompt_keys: tuple[int, ...]
 
-    @property
+    @functools.cached_property  # read per segment by plan and driver: once, not O(segments) each time
     def anchors(self) -> tuple[int, ...]:
         return tuple(seg.start for seg in self.segments) if len(self.segments) > 1 else ()
 
@@ -71,16 +73,16 @@ class ChainTask:
     kind: ChainKind = ChainKind.CLIP
 
     def segment_of(self, frame: int) -> int:
-        for seg in self.segments:
-            if seg.start <= frame < seg.stop:
-                return seg.index
+        i = bisect.bisect_right(self.anchors, frame) - 1  # segments are in order and contiguous
+        if i >= 0 and frame < self.segments[i].stop:
+            return self.segments[i].index
         raise ValueError(f"frame {frame} is in no segment of clip {self.clip!r}")
 
     @property
     def num_frames(self) -> int:
         return self.stop - self.start
 
-    @property
+    @functools.cached_property
     def anchors(self) -> tuple[int, ...]:
         return tuple(seg.start for seg in self.segments)
 

@@ -28,6 +28,8 @@ from typing import Callable, Union
 
 import numpy as np
 
+from .limits import MAX_EXPRESSION_TERMS, MAX_KEY, MAX_NESTING, MAX_SCHEDULE_LENGTH
+
 __all__ = [
     "FUNCTIONS",
     "VARIABLES",
@@ -38,9 +40,11 @@ __all__ = [
     "parse_schedule",
 ]
 
-MAX_SCHEDULE_LENGTH = 100_000  # characters; a real schedule is a few hundred
-MAX_NESTING = 64  # parentheses, calls and unary operators; stops runaway recursion
-MAX_KEY = 10**9  # frames; far beyond any clip, small enough to stay exact in float64
+DIGITS = frozenset("0123456789")  # str.isdigit() also takes '²' and other digits float() refuses
+
+
+def _digits(text: str) -> bool:
+    return bool(text) and all(c in DIGITS for c in text)
 
 Value = Union[float, np.ndarray]
 
@@ -176,6 +180,7 @@ class _Parser:
         self.text = text
         self.pos = 0
         self.depth = 0
+        self.terms = 0  # of the expression being read; bounds its tree's depth and evaluation
 
     # -- helpers -------------------------------------------------------------------------------
     def error(self, reason: str, position: int | None = None) -> ScheduleError:
@@ -206,6 +211,11 @@ class _Parser:
     def leave(self) -> None:
         self.depth -= 1
 
+    def count_term(self) -> None:
+        self.terms += 1
+        if self.terms > MAX_EXPRESSION_TERMS:
+            raise self.error(f"expression of more than {MAX_EXPRESSION_TERMS} terms")
+
     # -- tokens --------------------------------------------------------------------------------
     def number(self) -> tuple[float, int]:
         """Scan a decimal literal at pos: ``12``, ``1.5``, ``.5``, ``1.``, ``2e-3``."""
@@ -213,11 +223,11 @@ class _Parser:
         start = self.pos
         text = self.text
         end = start
-        while end < len(text) and text[end].isdigit():
+        while end < len(text) and text[end] in DIGITS:
             end += 1
         if end < len(text) and text[end] == ".":
             end += 1
-            while end < len(text) and text[end].isdigit():
+            while end < len(text) and text[end] in DIGITS:
                 end += 1
         if end == start or text[start:end] == ".":
             raise self.error(f"expected a number, found {self.describe_here()}")
@@ -226,7 +236,7 @@ class _Parser:
             if exp_end < len(text) and text[exp_end] in "+-":
                 exp_end += 1
             digits_start = exp_end
-            while exp_end < len(text) and text[exp_end].isdigit():
+            while exp_end < len(text) and text[exp_end] in DIGITS:
                 exp_end += 1
             if exp_end > digits_start:
                 end = exp_end
@@ -293,10 +303,10 @@ class _Parser:
         key_pos = self.pos
         if char == "-":
             raise self.error("keyframe must not be negative")
-        if not char.isdigit():
+        if char not in DIGITS:
             raise self.error(f"expected a keyframe number, found {self.describe_here()}")
         value, _ = self.number()
-        if not value.is_integer() or not self.text[key_pos : self.pos].isdigit():
+        if not value.is_integer() or not _digits(self.text[key_pos : self.pos]):
             raise self.error("keyframe must be a whole frame number", key_pos)
         if value > MAX_KEY:
             raise self.error(f"keyframe larger than {MAX_KEY}", key_pos)
@@ -306,6 +316,7 @@ class _Parser:
         open_pos = self.pos - 1
         self.skip_ws()
         value_pos = self.pos
+        self.terms = 0
         expr = self.expr()
         if self.peek() != ")":
             if self.pos >= len(self.text):
@@ -322,6 +333,7 @@ class _Parser:
             op_pos = self.pos
             op = self.text[self.pos]
             self.pos += 1
+            self.count_term()
             node = Binary(op, node, self.term(), op_pos)
         return node
 
@@ -335,6 +347,7 @@ class _Parser:
                 break
             op_pos = self.pos
             self.pos += 1
+            self.count_term()
             node = Binary(char, node, self.unary(), op_pos)
         return node
 
@@ -364,6 +377,7 @@ class _Parser:
     def atom(self) -> Expr:
         char = self.peek()
         start = self.pos
+        self.count_term()
         if char == "(":
             self.pos += 1
             self.enter()
@@ -376,7 +390,7 @@ class _Parser:
             self.pos += 1
             self.reject_trailer()
             return node
-        if char.isdigit() or char == ".":
+        if char in DIGITS or char == ".":
             value, num_pos = self.number()
             self.reject_trailer()
             return Num(value, num_pos)

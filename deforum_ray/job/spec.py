@@ -29,6 +29,7 @@ from ..errors import first_line
 from .choices import (CODECS, COLOR_MODES, COMPILE_MODES, FRAME_INTERPOLATIONS, INTERPOLATION_METHODS,
                       NOISE_MODES, PADDINGS, PRECISIONS, RANDOM_MODEL_NAMES, TRANSITIONS, WARP_INTERPOLATIONS)
 from .frames import evaluate, lookup, scheduled_fields, start_indices
+from .limits import MAX_CLIP_FRAMES, MAX_SPEC_BYTES, MAX_SPEC_DEPTH, MAX_SPEC_NODES
 from .schedule import ScheduleError
 
 __all__ = [
@@ -148,7 +149,7 @@ class RenderSettings:
 @dataclass
 class ClipSpec(RenderSettings):
     name: str = rule()
-    num_frames: int = rule(bounds=Bounds(1, 1_000_000))
+    num_frames: int = rule(bounds=Bounds(1, MAX_CLIP_FRAMES))
     prompts: dict[int, str] = rule()
     init_image: Optional[str] = rule(None)  # path or fsspec URI
 
@@ -239,31 +240,90 @@ def model_presets(conf: Path | None = None) -> list[str]:
 
 
 def _load_yaml(path: Path, label: str) -> dict[str, Any]:
-    """A YAML mapping from a file; syntax errors name the file, line and column."""
+    """A YAML mapping from a file, read through :func:`parse_yaml`'s bounds."""
     try:
-        # OmegaConf's own YAML loader (it refuses duplicate keys), but on the raw text so that a
-        # file holding a bare string is reported, not turned into {string: None}.
-        raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_yaml_loader())
+        size = Path(path).stat().st_size
+        if size > MAX_SPEC_BYTES:  # refused before reading: a 50 MB file costs nothing
+            raise SpecError([f"{label}: {size} bytes, more than a job spec may hold ({MAX_SPEC_BYTES})"], str(path))
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError([f"{label}: no such file"], str(path)) from None
     except IsADirectoryError:
         raise SpecError([f"{label}: is a folder, not a YAML file"], str(path)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{label}:{mark.line + 1}:{mark.column + 1}" if mark else label
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError([f"{where}: YAML syntax error: {problem}"], str(path)) from None
-    except (OSError, UnicodeDecodeError, OmegaConfBaseException) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([f"{label}: cannot read: {first_line(exc)}"], str(path)) from None
+    raw = parse_yaml(text, label, source=str(path))
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise SpecError([f"{label}: a job spec is a YAML mapping of keys, not {_kind(raw)}"], str(path))
+    return raw
+
+
+def parse_yaml(text: str, label: str, source: str | None = None) -> Any:
+    """The one way a job's YAML (a file, or an override's value) becomes data, bounded in size,
+    in values once aliases are expanded and in depth (:mod:`.limits`), with no tags but YAML's
+    own, duplicate keys refused, and no OmegaConf interpolation (``${...}``) anywhere: a spec is
+    data, and a resolver could read the machine's environment. Errors name the file, line and
+    column, or the value's path."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError([f"{label}: {len(text)} characters, more than a job spec may hold ({MAX_SPEC_BYTES})"], source)
+    loader = _yaml_loader()(text)
     try:
-        cfg = OmegaConf.create(raw)
-    except OmegaConfBaseException as exc:
-        raise SpecError([f"{label}: {first_line(exc)}"], str(path)) from None
-    return _container(cfg, label, resolve=False)  # ${...} resolves after the whole merge
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_node_tree(node, label, source)
+        return _refuse_interpolations(loader.construct_document(node), label, source)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{label}:{mark.line + 1}:{mark.column + 1}" if mark else label
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError([f"{where}: YAML syntax error: {problem}"], source) from None
+    except RecursionError:  # the composer recurses per level: far deeper than MAX_SPEC_DEPTH
+        raise SpecError([f"{label}: nested more than {MAX_SPEC_DEPTH} levels deep"], source) from None
+    finally:
+        loader.dispose()
+
+
+def _check_node_tree(root: yaml.Node, label: str, source: str | None) -> None:
+    """Count the values an alias-expanded tree would hold, and its depth, without building it."""
+    stack, count = [(root, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_SPEC_NODES:
+            raise SpecError([f"{label}: more than {MAX_SPEC_NODES} values once YAML aliases are expanded"], source)
+        if depth > MAX_SPEC_DEPTH:
+            where = f"{label}:{node.start_mark.line + 1}" if node.start_mark else label
+            raise SpecError([f"{where}: nested more than {MAX_SPEC_DEPTH} levels deep"], source)
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.extend(((key, depth + 1), (value, depth + 1)))
+
+
+def _refuse_interpolations(data: Any, label: str, source: str | None) -> Any:
+    """Refuse ``${...}`` in any key or string, naming where (walked without recursion)."""
+    errors: list[str] = []
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack and len(errors) < 10:
+        path, value = stack.pop()
+        if isinstance(value, Mapping):
+            for key, child in value.items():
+                where = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and "${" in key:
+                    errors.append(f"{where}: '${{' in a key: a job spec is data, interpolations are not resolved")
+                stack.append((where, child))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", child) for i, child in enumerate(value))
+        elif isinstance(value, str) and "${" in value:
+            errors.append(f"{path or label}: '${{...}}' is not allowed: a job spec is data, interpolations are not "
+                          "resolved (write '$ {' if you mean the characters)")
+    if errors:
+        raise SpecError(errors, source)
+    return data
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -285,9 +345,13 @@ def _yaml_loader() -> type:
     """OmegaConf's loader (YAML 1.2 floats like 1e-3, duplicate keys refused), wherever it lives."""
     for module in ("omegaconf._yaml", "omegaconf._utils"):
         try:
-            return __import__(module, fromlist=["get_yaml_loader"]).get_yaml_loader()
+            get_yaml_loader = __import__(module, fromlist=["get_yaml_loader"]).get_yaml_loader
         except (ImportError, AttributeError):
             continue
+        try:  # omegaconf >= 2.4 counts expanded nodes itself (10,000 by default): ours is MAX_SPEC_NODES
+            return get_yaml_loader(max_yaml_expanded_nodes=None)
+        except TypeError:
+            return get_yaml_loader()
     return StrictLoader
 
 
@@ -307,10 +371,9 @@ def parse_overrides(overrides: Iterable[str]) -> list[tuple[str, Any]]:
         key = key.strip()
         if not sep or not key:
             raise SpecError([f"override '{item}': expected key=value, e.g. seed=7 or clips.0.num_frames=48"])
-        try:
-            value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError as exc:
-            raise SpecError([f"{key}: override value {text!r} is not valid YAML: {first_line(exc)}"]) from None
+        if "${" in key:
+            raise SpecError([f"override '{key}': '${{' in a key: a job spec is data, interpolations are not resolved"])
+        value = parse_yaml(text, key) if text.strip() else ""
         pairs.append((key, value))
     return pairs
 
@@ -341,6 +404,21 @@ def _resolve_model(selection: Any, conf: Path, errors: list[str]) -> tuple[dict,
     return settings, mapping
 
 
+def _check_sections(layer: dict[str, Any], defaults: Mapping[str, Any], path: str, errors: list[str]) -> None:
+    """A key that is a mapping in the defaults (``motion``, ``output.storage_options``, ...) must be
+    one in the job too: report it and drop it, so the merge never meets a list where a mapping is."""
+    for key in list(layer):
+        default, value = defaults.get(key), layer[key]
+        if key == "model" or not isinstance(default, Mapping) or value is None:
+            continue
+        if not isinstance(value, Mapping):
+            errors.append(f"{_join(path, key)}: expected a mapping of settings, got {_kind(value)}")
+            del layer[key]
+        else:
+            layer[key] = dict(value)
+            _check_sections(layer[key], default, _join(path, key), errors)
+
+
 def _merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
     return _container(OmegaConf.merge(*(OmegaConf.create(dict(layer)) for layer in layers)), "spec", resolve=False)
 
@@ -359,11 +437,12 @@ def load_job(
     """
     conf = conf or conf_dir()
     label = str(source) if not isinstance(source, Mapping) else "<job>"
-    job = dict(source) if isinstance(source, Mapping) else _load_yaml(Path(source), label)
+    job = _refuse_interpolations(dict(source), label, None) if isinstance(source, Mapping) else _load_yaml(Path(source), label)
     pairs = parse_overrides(overrides)
     errors: list[str] = []
 
     defaults = _load_yaml(conf / "defaults.yaml", "conf/defaults.yaml")
+    _check_sections(job, defaults, "", errors)
     model_override = [value for key, value in pairs if key == "model"]
     selection = model_override[-1] if model_override else job.get("model", defaults.get("model"))
     preset_settings, model_mapping = _resolve_model(selection, conf, errors)
@@ -507,14 +586,17 @@ def _check_mapping(value: Any, cls: type, path: str, errors: list[str], skip: Se
 
 
 def _check_prompts(value: Any, path: str, errors: list[str]) -> dict[int, str] | None:
-    if not isinstance(value, Mapping) or not value:
+    if isinstance(value, Mapping) and not value:
+        errors.append(f"{path}: no prompts; give at least one frame: prompt, e.g. {{0: \"a lighthouse at dusk\"}}")
+        return None
+    if not isinstance(value, Mapping):
         errors.append(f"{path}: expected a mapping of frame: prompt, e.g. {{0: \"a lighthouse at dusk\"}}, got {_kind(value)}")
         return None
     prompts: dict[int, str] = {}
     for key, text in value.items():
         where = f"{path}.{key}"
         frame = key if isinstance(key, int) and not isinstance(key, bool) else None
-        if isinstance(key, str) and key.strip().isdigit():
+        if isinstance(key, str) and key.strip().isascii() and key.strip().isdigit():
             frame = int(key)
         if frame is None or frame < 0:
             errors.append(f"{where}: prompt keys are frame numbers >= 0, got {_kind(key)}")

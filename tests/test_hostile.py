@@ -1,0 +1,126 @@
+"""A job spec is data from a stranger: what a hostile or careless user types gets one line naming
+the field and exit 2, quickly and in bounded memory, never a traceback or a hang, and nothing
+under the output is written (Step 11)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from deforum_ray import cli
+from deforum_ray.job.limits import (MAX_CLIP_FRAMES, MAX_EXPRESSION_TERMS, MAX_SPEC_BYTES, MAX_SPEC_DEPTH,
+                                    MAX_SPEC_NODES)
+
+ALIAS_BOMB = """a: &a ["x","x","x","x","x","x","x","x","x"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: [*f,*f,*f,*f,*f,*f,*f,*f,*f]"""
+
+
+def job_text(output, extra: str = "", clip: str = "", name: str = "h") -> str:
+    prompts = "" if "prompts:" in clip else ", prompts: {0: 'a fox'}"
+    return (f"name: {name}\nmodel: tiny\noutput: {{uri: '{output}'}}\n{extra}\n"
+            f"clips:\n  - {{name: a, num_frames: 4{prompts}{clip}}}\n")
+
+
+def refused(capsys, *argv: str, within: float = 20.0) -> str:
+    """Run the CLI; it must exit 2 within ``within`` seconds with one-line errors and no traceback."""
+    started = time.perf_counter()
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    seconds = time.perf_counter() - started
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and seconds < within, (seconds, err)
+    return err
+
+
+@pytest.mark.parametrize("extra, clip, expected", [
+    ("motion: [1, 2]", "", "motion: expected a mapping of settings, got a list"),
+    ("post: [1]", "", "post: expected a mapping of settings, got a list"),
+    ("cluster: 3", "", "cluster: expected a mapping of settings, got int 3"),
+    ("", ", motion: [1]", "clips[0].motion: expected a mapping"),
+    ("subseed: '${seed}'", "", "subseed: '${...}' is not allowed: a job spec is data"),
+    ("", ", prompts: {0: '${oc.env:PATH}'}", "clips[0].prompts.0: '${...}' is not allowed"),
+    ("", ", prompts: {}", "clips[0].prompts: no prompts; give at least one frame: prompt"),
+    ("", ", motion: {zoom: '0:(²)'}", "expected a value, found '²'"),
+    ("", ", motion: {zoom: '²:(1)'}", "expected a keyframe number, found '²'"),
+    ("", ", prompts: {²: 'a fox'}", "prompt keys are frame numbers >= 0"),
+    ("", ", motion: {zoom: '0:(" + "+".join(["t"] * 1000) + ")'}",
+     f"expression of more than {MAX_EXPRESSION_TERMS} terms"),
+])
+def test_bad_sections_interpolations_and_schedules_are_one_line(tmp_path, capsys, extra, clip, expected):
+    path = tmp_path / "job.yaml"
+    out = tmp_path / "renders"
+    path.write_text(job_text(out, extra, clip))
+    for command in ("validate", "render"):
+        err = refused(capsys, command, str(path))
+        assert expected in err
+    assert not out.exists()  # nothing was written
+
+
+def test_the_storage_options_section_must_be_a_mapping(tmp_path, capsys):
+    path = tmp_path / "job.yaml"
+    path.write_text(job_text(tmp_path / "r").replace("output: {uri:", "output: {storage_options: [1], uri:"))
+    assert "output.storage_options: expected a mapping of settings, got a list" in refused(capsys, "validate", str(path))
+
+
+def test_the_environment_never_reaches_a_stored_spec(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-copy-me")
+    path = tmp_path / "job.yaml"
+    path.write_text(job_text(tmp_path / "r", name="'${oc.env:AWS_SECRET_ACCESS_KEY}'"))
+    err = refused(capsys, "render", str(path))
+    assert "do-not-copy-me" not in err and "name: '${...}' is not allowed" in err
+    err = refused(capsys, "render", str(tmp_path / "job.yaml"), "name=${oc.env:AWS_SECRET_ACCESS_KEY}")
+    assert "do-not-copy-me" not in err
+
+
+def test_an_alias_bomb_is_refused_in_a_file_and_in_an_override(tmp_path, capsys):
+    path = tmp_path / "job.yaml"
+    path.write_text(job_text(tmp_path / "r", "post:\n  " + ALIAS_BOMB.replace("\n", "\n  ")))
+    assert f"more than {MAX_SPEC_NODES} values once YAML aliases are expanded" in refused(capsys, "validate", str(path))
+    path.write_text(job_text(tmp_path / "r"))
+    err = refused(capsys, "validate", str(path), f"post={ALIAS_BOMB}")
+    assert f"post: more than {MAX_SPEC_NODES} values" in err
+
+
+def test_nesting_and_size_are_bounded(tmp_path, capsys):
+    path = tmp_path / "job.yaml"
+    path.write_text(job_text(tmp_path / "r", "x: " + "[" * 100 + "]" * 100))
+    assert f"nested more than {MAX_SPEC_DEPTH} levels deep" in refused(capsys, "validate", str(path))
+    path.write_text(job_text(tmp_path / "r", "x: " + "[" * 5000 + "]" * 5000))  # deeper than Python's recursion
+    assert "nest" in refused(capsys, "validate", str(path))  # PyYAML's own depth limit, or ours
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as handle:
+        handle.truncate(50 * 2**20)  # 50 MB, refused by its size before it is read
+    assert f"more than a job spec may hold ({MAX_SPEC_BYTES})" in refused(capsys, "validate", str(big), within=2)
+
+
+def test_schedule_preview_frames_are_bounded(capsys):
+    err = refused(capsys, "schedule", "0:(1)", "--frames", "1000000000", within=5)
+    assert f"at most {MAX_CLIP_FRAMES} frames" in err
+
+
+def test_thousands_of_prompt_keys_are_real_work_not_an_error(tmp_path, capsys):
+    """A Parseq-style job has a prompt per frame."""
+    prompts = "\n".join(f"      {i}: 'a lighthouse, take {i}'" for i in range(5000))
+    path = tmp_path / "job.yaml"
+    path.write_text(f"name: h\nmodel: tiny\nclips:\n  - name: a\n    num_frames: 5000\n    prompts:\n{prompts}\n")
+    assert cli.main(["validate", str(path)]) == 0, capsys.readouterr().err
+
+
+def test_plan_of_one_frame_segments_is_linear(tmp_path, capsys):
+    """``segment_length: 1`` on a long clip: the plan (every segment listed) comes back at once."""
+    path = tmp_path / "job.yaml"
+    path.write_text("name: h\nmodel: tiny\nclips: [{name: a, num_frames: 30000, segment_length: 1, blend: 0, "
+                    "prompts: {0: x}}]\n")
+    started = time.perf_counter()
+    assert cli.main(["plan", str(path)]) == 0
+    assert time.perf_counter() - started < 20
+    assert "a/29999  frames 29999-29999" in capsys.readouterr().out
