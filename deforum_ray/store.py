@@ -15,27 +15,33 @@ Layout (DESIGN.md section 4)::
 
 Every object is written whole, then a marker ``<object>.ok`` naming its size and SHA-256 is
 written after it. A reader trusts only bytes a marker vouches for: an object whose write was cut
-short has no marker (or a mismatching one) and is treated as missing. No rename is needed, so
-object stores like S3 work the same as a local disk.
+short has no marker (or a mismatching one) and is treated as missing. A write never replaces a
+good object with a partial one: on a local disk each object and marker is written to a temporary
+file beside it and renamed over the old one (atomic), and an object store's PUT (S3) replaces an
+object only once the new one is whole. So a full disk or a killed process leaves the previous
+object and its marker as they were.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import posixpath
+import shutil
 import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Mapping, Sequence
 
 import fsspec
 import numpy as np
 
 MARKER = ".ok"
+TEMPORARY = ".tmp"  # a local write in progress: <name>.<random>.tmp beside its object, never vouched for
 # chains: advanced together; gpu_peak_gib: the worker's peak GPU memory reserved so far (empty on a CPU)
 RUNLOG_COLUMNS = ("clip", "segment", "frame", "worker", "chains", "seconds", "timestamp", "gpu_peak_gib")
 
@@ -142,7 +148,8 @@ class RenderStore:
     def _write(self, rel: str, data: bytes) -> None:
         path = self.path(rel)
         if self.local:
-            self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+            replace_local_file(path, lambda handle: handle.write(data))
+            return
         with self.fs.open(path, "wb") as handle:
             handle.write(data)
 
@@ -165,8 +172,10 @@ class RenderStore:
                 digest.update(block)
         path = self.path(rel)
         if self.local:
-            self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        self.fs.put_file(local_path, path)
+            with open(local_path, "rb") as source:
+                replace_local_file(path, lambda handle: shutil.copyfileobj(source, handle, 1 << 20))
+        else:
+            self.fs.put_file(local_path, path)
         marker = {"size": os.path.getsize(local_path), "sha256": digest.hexdigest()}
         self._write(rel + MARKER, json.dumps(marker).encode())
 
@@ -328,3 +337,22 @@ def job_folders(output: RenderStore, name: str) -> list[str]:
             if output.child(base).exists("manifest.json" + MARKER):
                 found.append(base)
     return sorted(found)
+
+
+def replace_local_file(path: str, fill: Callable[[BinaryIO], Any]) -> None:
+    """Write a local file through a temporary file beside it, then rename it over ``path``
+    (atomic on one filesystem): a write that fails, a full disk or a killed process, leaves the
+    old file whole. The temporary file is removed on failure; one left by a killed process has no
+    marker, so no reader trusts it."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    temporary = f"{path}.{uuid.uuid4().hex[:8]}{TEMPORARY}"
+    try:
+        with open(temporary, "wb") as handle:
+            fill(handle)
+        os.replace(temporary, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        if isinstance(exc, OSError) and exc.errno is not None:  # name the object, not its temporary file
+            raise OSError(exc.errno, exc.strerror, path) from None
+        raise

@@ -124,3 +124,68 @@ def test_plan_of_one_frame_segments_is_linear(tmp_path, capsys):
     assert cli.main(["plan", str(path)]) == 0
     assert time.perf_counter() - started < 20
     assert "a/29999  frames 29999-29999" in capsys.readouterr().out
+
+
+# --- a failing disk ------------------------------------------------------------------------------
+
+
+def test_a_failed_local_write_leaves_the_old_file_whole(tmp_path):
+    from deforum_ray.store import TEMPORARY, replace_local_file
+
+    path = tmp_path / "sub" / "video.mp4"
+    replace_local_file(str(path), lambda handle: handle.write(b"good"))
+
+    def fails_halfway(handle):
+        handle.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left on device: .*video.mp4'$"):  # the object, not its temporary
+        replace_local_file(str(path), fails_halfway)
+    assert path.read_bytes() == b"good" and not list(path.parent.glob(f"*{TEMPORARY}"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 24 MB tmpfs (needs root; skipped otherwise)."""
+    import os
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("the disk-full test mounts a small tmpfs, which needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_never_replaces_a_finished_video(small_disk, tmp_path, capsys, ray_cluster):
+    """Re-encoding a finished job (``output.crf`` lowered: a larger video) on a nearly full disk
+    fails with one line naming the disk's complaint, and the previous videos, sheets and markers are untouched;
+    with room again the same command re-encodes."""
+    import hashlib
+    import os
+
+    from conftest import only_job_dir, render_here, resume_job
+
+    out = small_disk / "renders"
+    job = resume_job(tmp_path, frames=12, width=256, height=256, output={"uri": str(out), "crf": 14})
+    code, _, err = render_here(capsys, str(job))
+    assert code == 0, err
+    job_dir = only_job_dir(out)
+    finished = {p: hashlib.sha256(p.read_bytes()).digest() for p in job_dir.iterdir()  # videos, sheets, final.json
+                if p.is_file() and p.name.removesuffix(".ok").endswith((".mp4", ".png", "final.json"))}
+    assert any(p.suffix == ".mp4" for p in finished)
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    (small_disk / "filler").write_bytes(b"\0" * (free - 48 * 1024))  # room for the small writes, not a video
+
+    code, _, err = render_here(capsys, str(job), "output.crf=4")
+    assert code == 1 and "No space left on device: " in err and str(job_dir) in err and "Traceback" not in err, err
+    assert {p: hashlib.sha256(p.read_bytes()).digest() for p in finished} == finished
+    assert not list(job_dir.rglob("*.tmp"))
+
+    (small_disk / "filler").unlink()
+    code, _, err = render_here(capsys, str(job), "output.crf=4")
+    assert code == 0, err
+    video = next(p for p in finished if p.suffix == ".mp4")
+    assert hashlib.sha256(video.read_bytes()).digest() != finished[video]  # re-encoded at the new crf
