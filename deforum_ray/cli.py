@@ -98,16 +98,50 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .status import find_jobs, format_status, job_status
+    """What each job folder holds; reads only, unless ``--verify`` finds damage to un-finish."""
+    from .status import StatusError, find_jobs, format_status, job_status, verify
 
     try:
-        stores = find_jobs(args.output)
+        stores = find_jobs(args.output, read_only=not args.verify)
     except Exception as exc:
         raise UsageError([f"deforum-ray: cannot read {args.output}: {first_line(exc)}"]) from None
     if not stores:
         raise UsageError([f"deforum-ray: no deforum-ray job under {args.output}"])
-    print("\n\n".join(format_status(job_status(store)) for store in stores))
+    damaged, reports = 0, []
+    for store in stores:
+        if args.verify:
+            bad = verify(store, _verify_progress(store.url()))
+            damaged += len(bad)
+            for item in bad:
+                undone = f"; un-finished {', '.join(item.unfinished)}" if item.unfinished else ""
+                print(f"damaged: {store.url(item.rel)}: {item.problem}{undone}", file=sys.stderr)
+        try:
+            reports.append(format_status(job_status(store)))
+        except StatusError as exc:
+            print(f"deforum-ray: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    print("\n\n".join(reports))
+    if damaged:
+        print(f"deforum-ray: {damaged} damaged object{'s' if damaged != 1 else ''}; the same render command "
+              "repairs them", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
+
+
+def _verify_progress(label: str):
+    """A progress bar on stderr while ``status --verify`` reads a job's objects."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=f"verifying {label}", unit="obj", leave=False, disable=not sys.stderr.isatty())
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
 
 
 def _add_spec_args(parser: argparse.ArgumentParser) -> None:
@@ -145,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="progress of a job folder (or of every job under an output URI)")
     status.add_argument("output", metavar="OUTPUT", help="job folder or output.uri: a path, s3://bucket/prefix, ...")
+    status.add_argument("--verify", action="store_true",
+                        help="read every stored object and check its hash; un-finish what is damaged (exit 1) so "
+                             "that the next render repairs it")
     status.set_defaults(run=_cmd_status)
 
     schedule = commands.add_parser(

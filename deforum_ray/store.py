@@ -56,6 +56,10 @@ class RenderStore:
 
     uri: str
     storage_options: Mapping[str, Any] = field(default_factory=dict)
+    # read_only: a reader that must change nothing (``status``): writes raise, and the problems it
+    # notices are kept in ``noticed`` only (a writer records them as events too)
+    read_only: bool = False
+    noticed: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.uri = self.uri.rstrip("/")
@@ -73,7 +77,7 @@ class RenderStore:
         return f"{self.uri}/{rel}" if rel else self.uri  # as the user wrote it
 
     def child(self, name: str) -> "RenderStore":
-        return RenderStore(f"{self.uri}/{name}", self.storage_options)
+        return RenderStore(f"{self.uri}/{name}", self.storage_options, self.read_only)
 
     # -- whole objects, vouched for by markers -------------------------------------------------
     def put(self, rel: str, data: bytes) -> str:
@@ -140,12 +144,18 @@ class RenderStore:
 
     def discard(self, rel: str) -> None:
         """Stop vouching for an object: its marker goes, so every reader treats it as missing."""
+        self._refuse_if_read_only(rel)
         try:
             self.fs.rm(self.path(rel + MARKER))
         except FileNotFoundError:
             pass
 
+    def _refuse_if_read_only(self, rel: str) -> None:
+        if self.read_only:
+            raise PermissionError(f"{self.url(rel)}: this store was opened read-only")
+
     def _write(self, rel: str, data: bytes) -> None:
+        self._refuse_if_read_only(rel)
         path = self.path(rel)
         if self.local:
             replace_local_file(path, lambda handle: handle.write(data))
@@ -166,6 +176,7 @@ class RenderStore:
 
     def put_file(self, local_path: str, rel: str) -> None:
         """Upload a finished local file (the video), then its marker."""
+        self._refuse_if_read_only(rel)
         with open(local_path, "rb") as handle:
             digest = hashlib.sha256()
             for block in iter(lambda: handle.read(1 << 20), b""):
@@ -293,15 +304,30 @@ class RenderStore:
     def event(self, kind: str, rel: str, message: str) -> None:
         """Record a problem so that ``status`` and the user can see it; never raises."""
         record = {"kind": kind, "object": rel, "message": message, "timestamp": time.time(), "worker": worker_name()}
+        self.noticed.append(record)  # what this reader found, for its caller (status --verify)
+        if self.read_only:
+            return
         try:
             self.put(f"events/{time.time_ns()}-{uuid.uuid4().hex[:8]}.json", json.dumps(record).encode())
         except Exception:  # a store that cannot take an event cannot take frames either; that surfaces there
             pass
 
     def events(self) -> list[dict[str, Any]]:
+        """Problems recorded in the store, and those this reader noticed (read-only)."""
         names = self.vouched_names("events")
         found = [json.loads(d) for d in self.get_many([f"events/{n}" for n in names]).values() if d is not None]
-        return sorted(found, key=lambda e: e["timestamp"])
+        return sorted(found + (self.noticed if self.read_only else []), key=lambda e: e["timestamp"])
+
+    def vouched_objects(self) -> list[str]:
+        """Every object of the job folder that has a marker (one recursive listing)."""
+        self.fs.invalidate_cache(self.root)
+        try:
+            paths = self.fs.find(self.root)
+        except FileNotFoundError:
+            return []
+        prefix = self.root.rstrip("/") + "/"
+        rels = {p[len(prefix):] for p in paths if p.startswith(prefix)}
+        return sorted(r for r in rels if not r.endswith(MARKER) and r + MARKER in rels)
 
 
 def encode_png(rgb: np.ndarray) -> bytes:

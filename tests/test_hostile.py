@@ -189,3 +189,83 @@ def test_a_full_disk_never_replaces_a_finished_video(small_disk, tmp_path, capsy
     assert code == 0, err
     video = next(p for p in finished if p.suffix == ".mp4")
     assert hashlib.sha256(video.read_bytes()).digest() != finished[video]  # re-encoded at the new crf
+
+
+# --- damage found by status --verify, repaired by the next render ----------------------------------
+
+
+def tree(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def flip_a_byte(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only the hash can tell
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def finished_job(tmp_path_factory, ray_cluster):
+    """A finished two-clip render (frames, latents, checkpoints, videos), rendered once per module."""
+    from conftest import only_job_dir, render_here, resume_job
+
+    folder = tmp_path_factory.mktemp("finished")
+    job = resume_job(folder, frames=12, output={"uri": str(folder / "renders")})
+    assert render_here(None, str(job))[0] == 0
+    return job, only_job_dir(folder / "renders")
+
+
+def test_status_reads_and_never_writes_even_when_objects_are_damaged(finished_job, tmp_path, capsys):
+    import shutil
+
+    _, original = finished_job
+    job_dir = tmp_path / original.name
+    shutil.copytree(original, job_dir)
+    (job_dir / "segments/short/0/DONE.json").write_text("garbage")
+    for video in (job_dir / "resume.mp4", job_dir / "resume-long.mp4"):
+        video.write_bytes(video.read_bytes()[:100])  # truncated
+    before = tree(job_dir)
+    assert cli.main(["status", str(job_dir)]) == 0
+    out = capsys.readouterr().out
+    assert tree(job_dir) == before  # no event file, nothing touched
+    short = next(line for line in out.splitlines() if line.startswith("short"))
+    assert short.split()[1:4] == ["12/12", "-", "0/1"]  # every frame there, the damaged DONE not counted
+    assert "problem: corrupt segments/short/0/DONE.json" in out
+    assert "video not encoded yet" in out and "clip long:" not in out and "clip short:" in out  # truncated: not listed
+
+    (job_dir / "manifest.json").write_text("{}")
+    before = tree(job_dir)
+    assert cli.main(["status", str(job_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "manifest.json is damaged (size 2 != " in err and "Traceback" not in err
+    assert tree(job_dir) == before
+
+
+def test_verify_finds_a_flipped_byte_and_the_next_render_repairs_it(finished_job, tmp_path, capsys):
+    import shutil
+
+    from conftest import render_here
+
+    job, original = finished_job
+    renders = tmp_path / "renders"
+    shutil.copytree(original, renders / original.name)
+    job_dir = renders / original.name
+    frame = job_dir / "segments/long/0/frames/000007.png"
+    latent = job_dir / "segments/short/0/latents/000003.safetensors"
+    good = {frame: frame.read_bytes(), latent: latent.read_bytes()}
+    flip_a_byte(frame)
+    flip_a_byte(latent)
+    capsys.readouterr()
+    assert cli.main(["status", str(renders)]) == 0  # without --verify: listings only, as before
+    capsys.readouterr()
+
+    assert cli.main(["status", str(renders), "--verify"]) == 1
+    err = capsys.readouterr().err
+    assert f"damaged: {frame}: content hash mismatch; un-finished segments/long/0/DONE.json" in err
+    assert f"damaged: {latent}: content hash mismatch; un-finished segments/short/0/DONE.json" in err
+    assert "2 damaged objects; the same render command repairs them" in err
+
+    code, _, err = render_here(capsys, str(job), f"output.uri={renders}")
+    assert code == 0, err
+    assert frame.read_bytes() == good[frame] and latent.read_bytes() == good[latent]  # repaired, bit for bit
+    assert cli.main(["status", str(renders), "--verify"]) == 0
