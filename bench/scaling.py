@@ -59,18 +59,23 @@ def run_child(job: Path, gpus: int, fake: bool) -> int:
 
     from deforum_ray import cli
 
+    from deforum_ray.store import RenderStore
+
     ray.init(num_gpus=gpus, num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False,
              _node_ip_address="127.0.0.1", logging_level="WARNING")
     try:
-        return cli.main(["render", str(job), "--no-progress"])
+        code = cli.main(["render", str(job), "--no-progress"])
     finally:
         ray.shutdown()
+    if code == 0:  # the run log, for the parent (which then needs neither Ray nor pyarrow)
+        spec = yaml.safe_load(job.read_text())
+        (job_dir,) = [p for p in Path(spec["output"]["uri"]).iterdir() if p.is_dir()]
+        job.with_suffix(".runlog.json").write_text(json.dumps(RenderStore(str(job_dir)).read_runlog()))
+    return code
 
 
 def measure(model: str, size: int, frames: int, gpus: int, fake: bool, per_worker: int, work: Path,
             cache: Path) -> dict:
-    from deforum_ray.store import RenderStore
-
     out = work / f"gpus{gpus}"
     job = work / f"gpus{gpus}.yaml"
     job.write_text(yaml.safe_dump(job_spec(model, size, frames, gpus, out, cache, per_worker)))
@@ -80,8 +85,7 @@ def measure(model: str, size: int, frames: int, gpus: int, fake: bool, per_worke
     ended = time.time()
     if child.returncode != 0:
         raise SystemExit(f"render on {gpus} GPU(s) failed:\n{child.stderr[-3000:]}")
-    (job_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    return summarize(RenderStore(str(job_dir)).read_runlog(), started, ended, gpus)
+    return summarize(json.loads(job.with_suffix(".runlog.json").read_text()), started, ended, gpus)
 
 
 def busy_seconds(intervals: list[tuple[float, float]]) -> float:

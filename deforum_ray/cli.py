@@ -17,6 +17,7 @@ from .job.schedule import ScheduleError, parse_schedule
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
 EXIT_USAGE = 2
 
 
@@ -72,15 +73,40 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler stopping the job, ``kill``): unwound exactly as Ctrl-C is."""
+
+
+_SIGNALLED: list[int] = []  # the signal that stopped the render (Ray may re-raise it as a plain KeyboardInterrupt)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    _SIGNALLED.append(signum)
+    raise Terminated()
+
+
 def _cmd_render(args: argparse.Namespace) -> int:
     spec = _load(args)  # every check happens before any model work or any write
-    from .render.driver import JobConflict, render
+    import signal
 
+    from .render.driver import ClusterUnreachable, JobConflict, render
+
+    _SIGNALLED.clear()
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (an embedding program): its own handling stays
+        previous = None
     try:
         result = render(spec, progress=not args.no_progress, fresh=args.fresh)
     except JobConflict as exc:
         raise UsageError([str(exc), f"deforum-ray: {args.spec}: nothing was rendered"]) from None
-    except KeyboardInterrupt:
+    except ClusterUnreachable as exc:
+        print(f"deforum-ray: {exc}; nothing was rendered", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated) or _SIGNALLED:
+            print("deforum-ray: stopped (SIGTERM); finished work is kept: the same command resumes", file=sys.stderr)
+            return EXIT_TERMINATED
         print("deforum-ray: interrupted; the store is consistent: run the same command again to resume",
               file=sys.stderr)
         return 130
@@ -90,6 +116,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
         print(f"deforum-ray: render failed: {first_line(exc)} (what finished is kept; the same command resumes)",
               file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     resumed = f" ({result.resumed} already done)" if result.resumed else ""
     print(f"rendered {result.frames} frames{resumed} in {result.seconds:.1f} s into {result.output_dir}",
           file=sys.stderr)

@@ -117,12 +117,17 @@ def long_frames_written(out: Path) -> int:
     return sum(1 for _ in out.glob("*/segments/long/*/frames/*.png.ok"))
 
 
-def test_a_segmented_render_killed_midway_resumes_bit_identically(tmp_path, segmented_reference, capsys):
+def test_a_segmented_render_stopped_midway_by_sigterm_resumes_bit_identically(tmp_path, segmented_reference, capsys):
+    """SIGTERM (a scheduler stopping the job) is handled as Ctrl-C is: one line, exit 143, finished
+    work kept; the same command ends with the frames of an uninterrupted render."""
     out = tmp_path / "out"
     job = resume_job(tmp_path, frames=60, **SEGMENTED)
     process = start_cli("render", str(job), f"output.uri={out}", "--no-progress")
-    stop_when(process, lambda: long_frames_written(out) >= 30)  # anchors done, mid-way through segment 2
-    assert process.returncode == -signal.SIGKILL
+    stop_when(process, lambda: long_frames_written(out) >= 30, sig=signal.SIGTERM)  # mid-way through segment 2
+    err = process.stderr.read()
+    assert process.returncode == 143, err[-2000:]
+    assert "deforum-ray: stopped (SIGTERM); finished work is kept: the same command resumes" in err
+    assert "Traceback" not in err and "SIGTERM received" not in err  # not Ray's stack dump
     killed_at = long_frames_written(out)
     assert killed_at < 60
 

@@ -49,6 +49,7 @@ def refused(capsys, *argv: str, within: float = 20.0) -> str:
     ("subseed: '${seed}'", "", "subseed: '${...}' is not allowed: a job spec is data"),
     ("", ", prompts: {0: '${oc.env:PATH}'}", "clips[0].prompts.0: '${...}' is not allowed"),
     ("", ", prompts: {}", "clips[0].prompts: no prompts; give at least one frame: prompt"),
+    ("fps: 1.0e-9", "", "fps: must be [1, 240], got 1e-09"),
     ("", ", motion: {zoom: '0:(²)'}", "expected a value, found '²'"),
     ("", ", motion: {zoom: '²:(1)'}", "expected a keyframe number, found '²'"),
     ("", ", prompts: {²: 'a fox'}", "prompt keys are frame numbers >= 0"),
@@ -269,3 +270,27 @@ def test_verify_finds_a_flipped_byte_and_the_next_render_repairs_it(finished_job
     assert code == 0, err
     assert frame.read_bytes() == good[frame] and latent.read_bytes() == good[latent]  # repaired, bit for bit
     assert cli.main(["status", str(renders), "--verify"]) == 0
+
+
+# --- ends: an unreachable cluster (SIGTERM: tests/test_crash.py) ---------------------------------------------------------
+
+
+def test_an_unreachable_cluster_fails_fast_naming_it_and_writes_nothing(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = tmp_path / "job.yaml"
+    out = tmp_path / "renders"
+    path.write_text(job_text(out))
+    started = time.perf_counter()
+    code = cli.main(["render", str(path), f"cluster.address=127.0.0.1:{port}", "cluster.connect_timeout=5",
+                     "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and time.perf_counter() - started < 20
+    assert f"cluster.address 127.0.0.1:{port}: cannot reach a Ray cluster there" in err and "Traceback" not in err
+    assert not out.exists()
+    assert "cluster.connect_timeout: must be" in refused(capsys, "validate", str(path), "cluster.connect_timeout=0")
+    assert "output.fps: must be [1, 960], got 0.001" in refused(capsys, "validate", str(path), "output.fps=0.001")
+    assert "lives in one process's memory" in refused(capsys, "render", str(path), "output.uri=memory://x")

@@ -177,7 +177,7 @@ BAD_OVERRIDES = [
     (["guidance=-1"], "guidance: must be >= 0, got -1.0"),
     (["width=100"], "width: must be a multiple of 16"),
     (["height=0"], "height: must be [16, 8192], got 0"),
-    (["fps=0"], "fps: must be (0, 240], got 0.0"),
+    (["fps=0"], "fps: must be [1, 240], got 0.0"),
     (["noise_mode=slurp"], "noise_mode: 'slurp' is not one of fixed, incremental, subseed, slerp (did you mean 'slerp'?)"),
     (["noise_delta=1.5"], "noise_delta: must be [0, 1], got 1.5"),
     (["subseed=-2"], "subseed: must be [0, 4294967295]"),
@@ -299,9 +299,10 @@ def test_output_uri_unknown_protocol(write_job, capsys):
     assert code == 2 and "output.uri: unknown storage protocol 'nosuch'" in err
 
 
-def test_output_uri_memory_and_file_scheme_are_accepted(write_job, tmp_path):
-    assert load_job(write_job(two_clip_job()), ["output.uri=memory://renders"]).output.uri == "memory://renders"
+def test_output_uri_file_scheme_is_accepted_and_memory_refused(write_job, tmp_path):
     assert load_job(write_job(two_clip_job()), [f"output.uri=file://{tmp_path}/r"]).clips
+    with pytest.raises(SpecError, match="output.uri: 'memory://renders' lives in one process's memory"):
+        load_job(write_job(two_clip_job()), ["output.uri=memory://renders"])
 
 
 def test_yaml_syntax_error_names_file_and_line(tmp_path, capsys):

@@ -169,7 +169,7 @@ class OutputSpec:
     uri: str = rule()
     codec: str = rule(choices=CODECS)
     crf: int = rule(bounds=Bounds(0, 51))
-    fps: Optional[float] = rule(None, bounds=Bounds(0.0, 960.0, lo_open=True))  # None: fps x interpolation
+    fps: Optional[float] = rule(None, bounds=Bounds(1.0, 960.0))  # None: fps x interpolation
     audio: Optional[str] = rule(None)  # path or fsspec URI, muxed in and trimmed to the video
     # passed to fsspec, e.g. {endpoint_url: http://127.0.0.1:9000} for an S3-compatible store
     storage_options: dict[str, Any] = rule(factory=dict)
@@ -178,6 +178,7 @@ class OutputSpec:
 @dataclass
 class ClusterSpec:
     address: Optional[str] = rule(None)
+    connect_timeout: float = rule(60.0, bounds=Bounds(0.0, 3600.0, lo_open=True))  # seconds a cluster has to answer
     num_workers: Optional[int] = rule(None, bounds=Bounds(1, 4096))
     chains_per_worker: int = rule(bounds=Bounds(1, 64))
     checkpoint_every: int = rule(bounds=Bounds(1))
@@ -194,7 +195,7 @@ class JobSpec(RenderSettings):
     model: ModelSpec = rule(factory=ModelSpec)
     width: int = rule(bounds=Bounds(16, 8192))
     height: int = rule(bounds=Bounds(16, 8192))
-    fps: float = rule(bounds=Bounds(0.0, 240.0, lo_open=True))
+    fps: float = rule(bounds=Bounds(1.0, 240.0))  # below 1, ffmpeg's encoders fail after the whole render
     clips: list[ClipSpec] = rule()
     post: PostSpec = rule(factory=PostSpec)
     output: OutputSpec = rule(factory=OutputSpec)
@@ -858,6 +859,10 @@ def _check_output_uri(uri: Any, errors: list[str]) -> None:
         import fsspec
 
         protocol = uri.split("://", 1)[0]
+        if protocol == "memory":
+            errors.append(f"output.uri: {uri!r} lives in one process's memory, which Ray's workers cannot share; "
+                          "use a folder or s3://")
+            return
         try:
             fsspec.get_filesystem_class(protocol)
         except ValueError:

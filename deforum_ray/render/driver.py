@@ -15,6 +15,7 @@ Without a cluster, ``ray.init()`` starts an embedded local Ray; nothing else dif
 from __future__ import annotations
 
 import logging
+import re
 import os
 import sys
 import time
@@ -103,6 +104,29 @@ def check_output(spec: JobSpec, render_plan: RenderPlan, fresh: bool) -> None:
 # Ray
 
 
+class ClusterUnreachable(RuntimeError):
+    """``cluster.address`` (or ``RAY_ADDRESS``) does not answer; one line naming it."""
+
+
+def check_cluster(address: str | None, timeout: float) -> None:
+    """Fail within ``timeout`` seconds, naming the address, when the cluster to connect to does not
+    answer: ``ray.init`` would retry for ever. A TCP connection to its host and port; ``auto``,
+    ``local`` and no address (an embedded Ray) need no check."""
+    import socket
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    found = re.match(r"^(?:[a-z]+://)?\[?([^\]/]+?)\]?:(\d+)(?:/.*)?$", address or "")
+    if found is None:
+        return
+    host, port = found.group(1), int(found.group(2))
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise ClusterUnreachable(f"cluster.address {address}: cannot reach a Ray cluster there ({reason})") from None
+
+
 def connect(address: str | None) -> bool:
     """Connect to ``cluster.address``, else ``RAY_ADDRESS``, else start an embedded local Ray.
     Returns True when this call started Ray (and so should shut it down)."""
@@ -114,7 +138,13 @@ def connect(address: str | None) -> bool:
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
     if address is None:
         kwargs.update(include_dashboard=False, _node_ip_address="127.0.0.1")
+    import signal
+    import threading
+
+    own = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     ray.init(address=address, **kwargs)
+    if callable(own):  # Ray installs its own SIGTERM handler (a stack dump, exit 1); the caller's stays
+        signal.signal(signal.SIGTERM, own)
     return True
 
 
@@ -196,6 +226,7 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
     started = time.perf_counter()
     render_plan = plan(spec)
     check_output(spec, render_plan, fresh)
+    check_cluster(spec.cluster.address, spec.cluster.connect_timeout)  # before anything is written
     store = output_store(spec).child(f"{render_plan.job_name}-{render_plan.job_id}")
     store.write_text("spec.yaml", spec_to_yaml(spec))
     store.write_json("manifest.json", manifest(render_plan))
