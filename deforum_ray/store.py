@@ -292,6 +292,8 @@ class RenderStore:
         self.put(f"runlog/{name}", buffer.getvalue())
 
     def read_runlog(self) -> list[dict[str, Any]]:
+        """One row per stored frame (segment -1: an anchor), in time order: the row of its latest
+        rendering (a run killed between logging a frame and its checkpoint renders it again)."""
         import pyarrow.parquet as pq
 
         rows: list[dict[str, Any]] = []
@@ -299,7 +301,8 @@ class RenderStore:
         for data in self.get_many([f"runlog/{n}" for n in names]).values():
             if data is not None:
                 rows.extend(pq.read_table(io.BytesIO(data)).to_pylist())
-        return sorted(rows, key=lambda r: r["timestamp"])
+        latest = {(r["clip"], r["segment"], r["frame"]): r for r in sorted(rows, key=lambda r: r["timestamp"])}
+        return sorted(latest.values(), key=lambda r: r["timestamp"])
 
     def event(self, kind: str, rel: str, message: str) -> None:
         """Record a problem so that ``status`` and the user can see it; never raises."""

@@ -70,6 +70,10 @@ def test_run_log_is_parquet_rows(tmp_path):
     assert store.read_runlog() == rows
     files = list((tmp_path / "job" / "runlog").glob("*.parquet"))
     assert len(files) == 2 and pq.read_table(files[0]).column_names == list(rows[0])
+    # A run killed between logging frame 2 and its checkpoint: the next run renders it again.
+    again = {**rows[2], "worker": "w:2", "timestamp": 200.0}
+    store.put_runlog([again], "w:2")
+    assert store.read_runlog() == rows[:2] + [again]  # one row per stored frame: its latest rendering
     assert all((f.parent / (f.name + MARKER)).exists() for f in files)
 
 

@@ -161,8 +161,10 @@ class FrameWriter(_Sink):
         self.hashes[frame] = store.put_frame(task.clip, segment, frame, png.result())
         self.log.add(segment, frame, together)
         if checkpoint is not None:
+            # Before the checkpoint that lets a resume skip these frames: a kill between the two
+            # can only log a frame twice (the reader keeps its latest row), never lose its row.
+            self.log.flush()
             store.put_checkpoint(task.clip, task.segment_of(frame + 1), frame + 1, checkpoint)
-            self.log.flush()  # after the checkpoint: logged frames are never redone
         for seg in task.segments:
             if seg.stop - 1 == frame:
                 write_done(store, task.clip, seg, {n: self.hashes[n] for n in range(seg.start, seg.stop) if n in self.hashes})
