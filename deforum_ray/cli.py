@@ -73,16 +73,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler stopping the job, ``kill``): unwound exactly as Ctrl-C is."""
-
-
-_SIGNALLED: list[int] = []  # the signal that stopped the render (Ray may re-raise it as a plain KeyboardInterrupt)
+_SIGNALLED: list[int] = []  # SIGTERM, once it stopped the render (the interrupt may reach us re-raised by Ray)
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler stopping the job, ``kill``): unwound exactly as Ctrl-C is."""
     _SIGNALLED.append(signum)
-    raise Terminated()
+    raise KeyboardInterrupt()
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
@@ -103,8 +100,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
     except ClusterUnreachable as exc:
         print(f"deforum-ray: {exc}; nothing was rendered", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt as exc:
-        if isinstance(exc, Terminated) or _SIGNALLED:
+    except KeyboardInterrupt:
+        if _SIGNALLED:
             print("deforum-ray: stopped (SIGTERM); finished work is kept: the same command resumes", file=sys.stderr)
             return EXIT_TERMINATED
         print("deforum-ray: interrupted; the store is consistent: run the same command again to resume",

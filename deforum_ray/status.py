@@ -54,14 +54,15 @@ def job_status(store: RenderStore) -> JobStatus:
         bad = [e for e in store.noticed if e["object"] == "manifest.json"]
         why = f"manifest.json is damaged ({bad[0]['message']})" if bad else "no manifest.json"
         raise StatusError(f"{store.url()}: {why}: not a readable deforum-ray job folder")
-    done_objects = {(clip["name"], s["index"]): store.get(store.done_rel(clip["name"], s["index"]))
-                    for clip in manifest["clips"] for s in clip["segments"]}  # read: a damaged DONE is not done
+    # Read (one concurrent fetch), not only listed: a damaged DONE is not done.
+    done_objects = store.get_many([store.done_rel(clip["name"], s["index"])
+                                   for clip in manifest["clips"] for s in clip["segments"]])
     events = store.events()
     clips = []
     for clip in manifest["clips"]:
         segments = clip["segments"]
         done = sum(len(store.frames_done(clip["name"], s["index"])) for s in segments)
-        finished = sum(1 for s in segments if done_objects[(clip["name"], s["index"])] is not None)
+        finished = sum(1 for s in segments if done_objects[store.done_rel(clip["name"], s["index"])] is not None)
         checkpoints = [c for s in segments for c in store.checkpoint_frames(clip["name"], s["index"])]
         anchors = clip.get("anchors", [])
         anchors_done = len(set(anchors) & set(store.anchor_frames(clip["name"]))) if anchors else 0
