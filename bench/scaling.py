@@ -61,8 +61,10 @@ def run_child(job: Path, gpus: int, fake: bool) -> int:
 
     from deforum_ray.store import RenderStore
 
+    started = time.time()
     ray.init(num_gpus=gpus, num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False,
              _node_ip_address="127.0.0.1", logging_level="WARNING")
+    job.with_suffix(".ray.json").write_text(json.dumps({"ray_init_s": time.time() - started}))
     try:
         code = cli.main(["render", str(job), "--no-progress"])
     finally:
@@ -78,6 +80,7 @@ def measure(model: str, size: int, frames: int, gpus: int, fake: bool, per_worke
             cache: Path) -> dict:
     out = work / f"gpus{gpus}"
     job = work / f"gpus{gpus}.yaml"
+    work.mkdir(parents=True, exist_ok=True)
     job.write_text(yaml.safe_dump(job_spec(model, size, frames, gpus, out, cache, per_worker)))
     started = time.time()
     child = subprocess.run([sys.executable, __file__, "--child", str(job), "--gpus", str(gpus)]
@@ -85,7 +88,9 @@ def measure(model: str, size: int, frames: int, gpus: int, fake: bool, per_worke
     ended = time.time()
     if child.returncode != 0:
         raise SystemExit(f"render on {gpus} GPU(s) failed:\n{child.stderr[-3000:]}")
-    return summarize(json.loads(job.with_suffix(".runlog.json").read_text()), started, ended, gpus)
+    job.with_suffix(".log").write_text(child.stdout + child.stderr)
+    return summarize(json.loads(job.with_suffix(".runlog.json").read_text()), started, ended, gpus) | {
+        "frames_per_chain": frames, **json.loads(job.with_suffix(".ray.json").read_text())}
 
 
 def busy_seconds(intervals: list[tuple[float, float]]) -> float:
@@ -109,8 +114,13 @@ def summarize(rows: list[dict], started: float, ended: float, gpus: int) -> dict
     for name in sorted({r["worker"] for r in rows}):
         mine = [r for r in rows if r["worker"] == name]
         busy = busy_seconds([interval(r) for r in mine])
+        stamps = sorted(r["timestamp"] for r in mine)
         workers[name] = {"frames": sum(r["segment"] >= 0 for r in mine), "anchor_rows": sum(r["segment"] < 0 for r in mine),
-                         "busy_s": busy, "busy_share": busy / (last - first)}
+                         "busy_s": busy, "busy_share": busy / (last - first),
+                         # its first row's time holds the compiled graph's first call (trace, cache load)
+                         "first_row_s": min(mine, key=lambda r: r["timestamp"])["seconds"],
+                         "idle_after_s": last - stamps[-1],
+                         "steady_fps": (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0}
     return {"gpus": gpus, "frames": len(frames), "wall_s": ended - started, "job_fps": len(frames) / (ended - started),
             "render_span_s": last - first, "render_fps": len(frames) / (last - first),
             "start_to_first_frame_s": first - started, "final_stage_s": ended - last,
@@ -122,7 +132,7 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--model", choices=("random", "tiny"), default="random")
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--frames", type=int, default=48, help="frames of each clip and of each segment")
+    parser.add_argument("--frames", type=int, nargs="+", default=[48], help="frames of each clip and of each segment")
     parser.add_argument("--chains-per-worker", type=int, default=4)
     parser.add_argument("--fake-gpus", action="store_true", help="declare the GPUs to Ray; workers on the CPU")
     parser.add_argument("--work", default=None)
@@ -137,22 +147,34 @@ def main() -> None:
     cache = work / "compile-cache"
     if args.model != "tiny":  # warm the compile cache for every batch shape each GPU count meets, not counted
         for n in args.gpus:
+            started = time.time()
             measure(args.model, args.size, 2, n, args.fake_gpus, args.chains_per_worker, work / "warm-up", cache)
-    results = [measure(args.model, args.size, args.frames, n, args.fake_gpus, args.chains_per_worker, work, cache)
-               for n in args.gpus]
-    one = results[0]
-    for row in results:
-        row["speedup"] = row["job_fps"] / one["job_fps"] * one["gpus"]
-        row["efficiency"] = row["speedup"] / row["gpus"]
-        row["render_speedup"] = row["render_fps"] / one["render_fps"] * one["gpus"]
+            print(f"warm-up on {n} GPU(s): {time.time() - started:.1f} s", flush=True)
     facts = {"model": args.model, "size": args.size, "frames": args.frames, "fake_gpus": args.fake_gpus,
              "chains_per_worker": args.chains_per_worker}
-    Path(args.out).write_text(json.dumps({"facts": facts, "results": results}, indent=2))
-    print(f"{'GPUs':>4} {'frames':>6} {'wall s':>7} {'job f/s':>8} {'speed-up':>8} {'eff.':>5} {'render f/s':>10} "
-          f"{'start s':>7} {'anchors s':>9} {'final s':>7}  workers (frames, busy share)")
+    results = []
+    for frames in args.frames:  # each result is kept as it comes: a run cut short reports what it measured
+        for n in args.gpus:
+            row = measure(args.model, args.size, frames, n, args.fake_gpus, args.chains_per_worker,
+                          work / f"frames{frames}", cache)
+            one = next(r for r in results + [row] if r["frames_per_chain"] == frames)
+            row["speedup"] = row["job_fps"] / one["job_fps"] * one["gpus"]
+            row["efficiency"] = row["speedup"] / row["gpus"]
+            row["render_speedup"] = row["render_fps"] / one["render_fps"] * one["gpus"]
+            results.append(row)
+            Path(args.out).write_text(json.dumps({"facts": facts, "results": results}, indent=2))
+            # the raw run log beside the results: where each worker's time went, frame by frame
+            for suffix in (".runlog.json", ".log"):
+                Path(args.out).with_name(f"{Path(args.out).stem}-frames{frames}-gpus{n}{suffix}").write_text(
+                    (work / f"frames{frames}" / f"gpus{n}{suffix}").read_text())
+            print(f"{frames} frames a chain, {n} GPU(s): {row['job_fps']:.2f} frames/s over {row['wall_s']:.1f} s",
+                  flush=True)
+    print(f"{'chain':>5} {'GPUs':>4} {'frames':>6} {'wall s':>7} {'job f/s':>8} {'speed-up':>8} {'eff.':>5} {'render f/s':>10} "
+          f"{'start s':>7} {'anchors s':>9} {'final s':>7}  workers (frames, busy share, first row s, steady f/s)")
     for r in results:
-        busy = ", ".join(f"{w['frames']} {w['busy_share']:.0%}" for w in r["workers"].values())
-        print(f"{r['gpus']:>4} {r['frames']:>6} {r['wall_s']:7.1f} {r['job_fps']:8.2f} {r['speedup']:8.2f} "
+        busy = ", ".join(f"{w['frames']} {w['busy_share']:.0%} {w['first_row_s']:.1f} {w['steady_fps']:.1f}"
+                         for w in r["workers"].values())
+        print(f"{r['frames_per_chain']:>5} {r['gpus']:>4} {r['frames']:>6} {r['wall_s']:7.1f} {r['job_fps']:8.2f} {r['speedup']:8.2f} "
               f"{r['efficiency']:5.0%} {r['render_fps']:10.2f} {r['start_to_first_frame_s']:7.1f} "
               f"{r['anchor_chain_s']:9.1f} {r['final_stage_s']:7.1f}  {busy}")
 

@@ -36,3 +36,7 @@ def test_scaling_bench_renders_the_same_job_on_one_and_two_fake_gpus(tmp_path):
     loaded.loader.exec_module(scaling)
     assert scaling.busy_seconds([(0, 2), (1, 3), (5, 6)]) == 4  # overlapping chains count once, gaps not
     assert "GPUs" in done.stdout and "busy share" in done.stdout  # the table
+    for n in (1, 2):  # the raw run log beside the results
+        rows = json.loads((tmp_path / f"scaling-frames{frames}-gpus{n}.runlog.json").read_text())
+        assert sum(r["segment"] >= 0 for r in rows) == expected
+    assert all(w["steady_fps"] > 0 and w["first_row_s"] > 0 for w in two["workers"].values())

@@ -295,6 +295,55 @@ def test_decoding_many_frames_splits_calls_by_pixels(tiny, monkeypatch):
     assert len(vae.decode_many(tiny, latents[:2])) == 2 and calls == [1, 1]
 
 
+def test_a_compiled_decoder_is_always_called_with_its_full_batch(tiny, monkeypatch):
+    """A compiled decoder recompiles for each new batch shape: a short call is padded to the call
+    size, and the padding never reaches a frame."""
+    import numpy as np
+
+    from deforum_ray.model import vae
+
+    latents = [torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    alone = [vae.decode(tiny, z) for z in latents]
+    calls: list[int] = []
+    original = tiny.vae.decode
+    monkeypatch.setattr(tiny.vae, "decode", lambda z, **kw: calls.append(len(z)) or original(z, **kw))
+    monkeypatch.setattr(vae, "DECODE_PIXELS", 2 * 64 * 64)
+    monkeypatch.setattr(vae, "is_compiled", lambda module: True)
+    frames = vae.decode_many(tiny, latents)
+    assert calls == [2, 2] and len(frames) == 3
+    assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 1 for a, b in zip(frames, alone))
+    assert len(vae.decode_many(tiny, latents[:1])) == 1 and calls[-1] == 2
+
+
+def test_a_compiled_transformer_is_always_called_with_at_least_its_batch(tiny):
+    """``cluster.chains_per_worker`` is the batch a compiled worker pads every call to (one graph,
+    no recompiles for a lone anchor chain or a late lane); each row's velocity is its own."""
+    from types import SimpleNamespace
+
+    from deforum_ray.model.denoiser import Acceleration, Denoiser, TextEmbedding, pad_rows
+
+    cluster = SimpleNamespace(compile=True, compile_mode="default", compile_cache=None, chains_per_worker=3)
+    assert Acceleration.of(cluster).batch == 3
+    assert torch.equal(pad_rows(torch.arange(2.0)[:, None], 4), torch.tensor([[0.0], [1.0], [1.0], [1.0]]))
+    emb = encode_prompts(tiny, ["a red fox in the snow"])["a red fox in the snow"]
+    plain, padded = Denoiser(tiny), Denoiser(tiny)
+    padded.batch = 3
+    shapes: list[int] = []
+    hook = tiny.transformer.register_forward_pre_hook(lambda m, a, kw: shapes.append(kw["hidden_states"].shape[0]),
+                                                      with_kwargs=True)
+    try:
+        for rows in (1, 2, 4):
+            x = torch.randn(rows, 16, 64, generator=torch.Generator().manual_seed(rows))
+            text = TextEmbedding(emb.tokens.expand(rows, *emb.tokens.shape), emb.pooled.expand(rows, *emb.pooled.shape))
+            guidance = torch.full((rows,), 3.5)
+            want = plain.velocity(x, 0.5, text, latent_image_ids(8, 8), guidance)
+            got = padded.velocity(x, 0.5, text, latent_image_ids(8, 8), guidance)
+            assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
+    finally:
+        hook.remove()
+    assert shapes == [1, 3, 2, 3, 4, 4]  # plain, then padded, for 1, 2 and 4 rows
+
+
 def test_gpu_workers_use_expandable_segments_unless_told_otherwise(monkeypatch):
     """The allocator setting that cut a worker's reserved memory by up to 2.7 GiB: on by default,
     never over the user's PYTORCH_CUDA_ALLOC_CONF, and not beside CUDA graphs."""

@@ -238,3 +238,25 @@ def _free_ports(n: int) -> list[int]:
     for s in sockets:
         s.close()
     return ports
+
+
+def test_anchor_chains_go_first_and_alone_and_the_rest_spread_over_idle_workers():
+    """The dispatch order: the anchor chain is on every segment's critical path, so it goes in a call
+    of its own before anything queued ahead of it; the other chains split evenly between the idle
+    workers, never more than chains_per_worker each (measured on two H100s: bench/scaling.py)."""
+    from collections import deque
+
+    from deforum_ray.job.plan import ChainTask
+    from deforum_ray.render.driver import next_batch
+
+    clips = [(ChainTask(f"c{i}", 0, 8, ()), 1) for i in range(5)]
+    anchors = (ChainTask("long", 0, 32, (), ChainKind.ANCHORS), 1)
+    queue = deque(clips + [anchors])
+    assert next_batch(queue, 4, 2) == [anchors]
+    assert next_batch(queue, 4, 1) == clips[:4]  # one idle worker: a full call
+    assert next_batch(queue, 4, 1) == clips[4:] and not queue
+    queue = deque(clips)
+    assert next_batch(queue, 4, 2) == clips[:3]  # five chains, two idle workers: 3 and 2
+    assert next_batch(queue, 4, 1) == clips[3:]
+    queue = deque(clips)
+    assert [len(next_batch(queue, 2, idle)) for idle in (4, 3, 2, 1)] == [2, 1, 1, 1]  # 5 over 4 idle workers

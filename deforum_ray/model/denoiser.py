@@ -38,10 +38,18 @@ class Acceleration:
     compile: bool = False
     compile_mode: str = "default"  # torch.compile mode: default | max-autotune-no-cudagraphs | reduce-overhead
     compile_cache: str | None = None  # Inductor's cache folder; None: torch's own (/tmp/torchinductor_<user>)
+    batch: int = 1  # compiled: every transformer call is padded to at least this batch (chains_per_worker)
 
     @classmethod
     def of(cls, cluster: Any) -> "Acceleration":
-        return cls(bool(cluster.compile), str(cluster.compile_mode), cluster.compile_cache)
+        return cls(bool(cluster.compile), str(cluster.compile_mode), cluster.compile_cache,
+                   int(cluster.chains_per_worker))
+
+
+def pad_rows(batch: Tensor, rows: int) -> Tensor:
+    """``batch`` with its last row repeated up to ``rows`` rows (unchanged when it has as many)."""
+    missing = rows - batch.shape[0]
+    return batch if missing <= 0 else torch.cat([batch, batch[-1:].expand(missing, *batch.shape[1:])])
 
 
 class Denoiser:
@@ -52,6 +60,11 @@ class Denoiser:
         self.device, self.dtype = model.device, model.dtype
         self.guidance_embeds = model.guidance_embeds
         self.compiled = False
+        # A compiled transformer recompiles for each new batch size (~10 s from a warm cache, minutes
+        # cold), and a worker meets many: a lone anchor chain, a clip's first frame joining late, the
+        # tail of a call. Padding every call to one size keeps one graph; a padded row costs a
+        # fraction of a recompile, and rows never mix (per-row products, per-sample attention).
+        self.batch = 1
 
     def accelerate(self, options: Acceleration) -> None:
         """Wrap the transformer as ``options`` say; call once, before the first frame. Compiling is
@@ -65,6 +78,7 @@ class Denoiser:
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
             self.transformer = torch.compile(self.transformer, mode=options.compile_mode, dynamic=False)
             self.compiled = True
+            self.batch = max(1, options.batch)
 
     @torch.no_grad()
     def velocity(self, x: Tensor, t: float, text: TextEmbedding, img_ids: Tensor,
@@ -74,11 +88,14 @@ class Denoiser:
         ``guidance``: ``(B,)`` distilled guidance scales, used only by models that embed it.
         Returns the velocity ``(B, HW/4, 64)`` in float32."""
         device, dtype = self.device, self.dtype
-        tokens = text.tokens.to(device, dtype)
+        rows, padded = x.shape[0], max(x.shape[0], self.batch)
+        tokens = pad_rows(text.tokens.to(device, dtype), padded)
         txt_ids = torch.zeros(tokens.shape[1], 3, device=device, dtype=dtype)
-        v = self.transformer(hidden_states=x.to(device, dtype), encoder_hidden_states=tokens,
-                             pooled_projections=text.pooled.to(device, dtype),
-                             timestep=torch.full((x.shape[0],), t, device=device, dtype=dtype),
+        if guidance is not None and self.guidance_embeds:
+            guidance = pad_rows(guidance, padded)
+        v = self.transformer(hidden_states=pad_rows(x.to(device, dtype), padded), encoder_hidden_states=tokens,
+                             pooled_projections=pad_rows(text.pooled.to(device, dtype), padded),
+                             timestep=torch.full((padded,), t, device=device, dtype=dtype),
                              img_ids=img_ids.to(device, dtype), txt_ids=txt_ids,
                              guidance=guidance if self.guidance_embeds else None, return_dict=False)[0]
-        return v.float()
+        return v[:rows].float()

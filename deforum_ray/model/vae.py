@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .denoiser import Acceleration
+from .denoiser import Acceleration, pad_rows
 from .loading import FluxModel
 
 # Pixels per VAE decode call. The decoder's activations take ~0.5 GiB per 512² frame (bench/memory.py
@@ -30,16 +30,23 @@ def decode_many(model: FluxModel, latents: Sequence[Tensor]) -> list[np.ndarray]
     vae = model.vae
     z = torch.cat([latent.to(model.device, model.dtype) for latent in latents])
     per_call = max(1, DECODE_PIXELS // (z.shape[-2] * z.shape[-1] * 64))
-    images = torch.cat([vae.decode(part / vae.config.scaling_factor + vae.config.shift_factor, return_dict=False)[0]
+    # A compiled decoder keeps one batch shape (a new one recompiles): short calls are padded.
+    rows = per_call if is_compiled(vae.decoder) else 1
+    images = torch.cat([vae.decode(pad_rows(part, rows) / vae.config.scaling_factor + vae.config.shift_factor,
+                                   return_dict=False)[0][: len(part)]
                         for part in z.split(per_call)])
     rgb = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return list(rgb.permute(0, 2, 3, 1).cpu().numpy())
 
 
+def is_compiled(module: torch.nn.Module) -> bool:
+    return isinstance(module, torch._dynamo.eval_frame.OptimizedModule)
+
+
 def accelerate_decoder(model: FluxModel, options: Acceleration) -> None:
     """``torch.compile`` the VAE's decoder with the transformer (``cluster.compile``): its group norms
     and activations fuse, which saves time and activation memory; one compile per batch shape."""
-    if options.compile and not isinstance(model.vae.decoder, torch._dynamo.eval_frame.OptimizedModule):
+    if options.compile and not is_compiled(model.vae.decoder):
         mode = "default" if options.compile_mode == "reduce-overhead" else options.compile_mode
         model.vae.decoder = torch.compile(model.vae.decoder, mode=mode, dynamic=False)
 

@@ -394,7 +394,7 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
                   dynamic_ncols=True, file=sys.stderr) as bar:
             while queue or running:
                 while queue and idle:
-                    batch = [queue.popleft() for _ in range(min(per_worker, len(queue)))]
+                    batch = next_batch(queue, per_worker, len(idle))
                     index = idle.popleft()
                     call = pool.workers[index].render.remote([job(t, a) for t, a in batch], embeddings, tracker)
                     running[call] = (batch, index)
@@ -422,6 +422,20 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
     if failures:
         raise JobFailed(f"{failures[0]} (after {ATTEMPTS} attempts; the other clips are complete in the store)")
     return tuple(reports)
+
+
+def next_batch(queue: deque[tuple[ChainTask, int]], per_worker: int, idle: int) -> list[tuple[ChainTask, int]]:
+    """Take the chains for the next of ``idle`` idle workers off ``queue``.
+
+    An anchor chain goes first and alone: its clip's segments all wait for it, and a call returns
+    only when every chain in it is done. The others are spread evenly over the idle workers, up to
+    ``per_worker`` each: a worker's time per frame hardly grows with its batch (a compiled one pads
+    every call to its full batch), so two half calls finish in about half the time of one full call."""
+    anchors = next((item for item in queue if item[0].kind is ChainKind.ANCHORS), None)
+    if anchors is not None:
+        queue.remove(anchors)
+        return [anchors]
+    return [queue.popleft() for _ in range(min(per_worker, -(-len(queue) // max(1, idle))))]
 
 
 def _drain(tracker: Any, bar: Any, callback: FrameCallback | None, done: int, total: int) -> int:
