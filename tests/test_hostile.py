@@ -72,6 +72,94 @@ def test_the_storage_options_section_must_be_a_mapping(tmp_path, capsys):
     assert "output.storage_options: expected a mapping of settings, got a list" in refused(capsys, "validate", str(path))
 
 
+@pytest.mark.parametrize("override", ["motion=[1, 2]", "output=[1]", "post=3", "output.storage_options=[1]"])
+def test_a_section_overridden_by_a_non_mapping_is_named_as_in_a_file(tmp_path, capsys, override):
+    path = tmp_path / "job.yaml"
+    path.write_text(job_text(tmp_path / "r"))
+    key = override.split("=")[0]
+    assert f"{key}: expected a mapping of settings, got " in refused(capsys, "validate", str(path), override)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` and holds no pixels: a decompression bomb's front."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("width, height", [(9000, 9000), (100_000, 100_000)])
+def test_an_init_image_with_too_many_pixels_is_refused_from_its_header(tmp_path, capsys, width, height):
+    """Above our limit but under Pillow's (9000²), and far above Pillow's own bomb error (100000²)."""
+    from deforum_ray.job.limits import MAX_IMAGE_PIXELS
+
+    image = tmp_path / "bomb.png"
+    image.write_bytes(png_header(width, height))
+    path = tmp_path / "job.yaml"
+    path.write_text(job_text(tmp_path / "r", clip=f", init_image: '{image}'"))
+    err = refused(capsys, "render", str(path))
+    assert f"clips[0].init_image: '{image}': " in err and f"more than the {MAX_IMAGE_PIXELS:,} pixels" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_input_that_does_not_answer_fails_within_the_timeout(tmp_path, capsys, monkeypatch):
+    """An S3 endpoint that accepts connections and never answers, and a named pipe nobody writes:
+    validation gives up after INPUT_TIMEOUT_S, naming the field."""
+    import os
+    import socket
+
+    from deforum_ray.job import limits
+
+    monkeypatch.setattr(limits, "INPUT_TIMEOUT_S", 1.5)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the handshake; nobody reads or replies
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    path = tmp_path / "job.yaml"
+    try:
+        for uri in ("s3://frames/init.png", str(pipe)):
+            path.write_text(job_text(tmp_path / "r", clip=f", init_image: '{uri}'"))
+            err = refused(capsys, "render", str(path), within=10)
+            assert f"clips[0].init_image: could not read '{uri}' within 1.5 s" in err
+    finally:
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()  # fsspec caches filesystems by their options, not the env
+        silent.close()
+        try:  # let the reader stuck on the pipe go: it reads an empty file and its thread ends
+            os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_audio_track_that_is_not_audio_is_refused_before_rendering(tmp_path, capsys):
+    import subprocess
+
+    from deforum_ray.job.inputs import ffmpeg_exe
+
+    path = tmp_path / "job.yaml"
+    path.write_text(job_text(tmp_path / "r"))
+    text = tmp_path / "song.mp3"
+    text.write_text("not audio at all\n")
+    err = refused(capsys, "render", str(path), f"output.audio={text}")
+    assert f"output.audio: '{text}' has no audio ffmpeg can read (" in err
+    silent_video = tmp_path / "picture.mp4"  # a real media file with no audio stream
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "color=black:size=32x32:duration=0.2",
+                    str(silent_video)], check=True)
+    assert "has no audio ffmpeg can read" in refused(capsys, "validate", str(path), f"output.audio={silent_video}")
+    assert "output.audio: no such file" in refused(capsys, "validate", str(path), f"output.audio={tmp_path / 'nope.wav'}")
+    assert not (tmp_path / "r").exists()
+
+
 def test_the_environment_never_reaches_a_stored_spec(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-copy-me")
     path = tmp_path / "job.yaml"
@@ -101,6 +189,38 @@ def test_nesting_and_size_are_bounded(tmp_path, capsys):
     with big.open("wb") as handle:
         handle.truncate(50 * 2**20)  # 50 MB, refused by its size before it is read
     assert f"more than a job spec may hold ({MAX_SPEC_BYTES})" in refused(capsys, "validate", str(big), within=2)
+
+
+def test_the_worst_specs_are_refused_in_bounded_memory(tmp_path):
+    """The hostile specs of this file, one after another in one process of their own: each is
+    refused (exit 2) and the process's peak memory stays under 1 GB."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    bombs = {"aliases.yaml": job_text(tmp_path / "r", "post:\n  " + ALIAS_BOMB.replace("\n", "\n  ")),
+             "nesting.yaml": job_text(tmp_path / "r", "x: " + "[" * 5000 + "]" * 5000),
+             "interpolations.yaml": job_text(tmp_path / "r", "subseed: '" + "${a}" * 200 + "'"),
+             "terms.yaml": job_text(tmp_path / "r", clip=", motion: {zoom: '0:(" + "+".join(["t"] * 5000) + ")'}"),
+             "frames.yaml": job_text(tmp_path / "r").replace("num_frames: 4", "num_frames: 1000000") + "".join(
+                 f"  - {{name: c{i}, num_frames: 1000000, prompts: {{0: 'a fox'}}}}\n" for i in range(10))}
+    for name, text in bombs.items():
+        (tmp_path / name).write_text(text)
+    with (tmp_path / "big.yaml").open("wb") as handle:
+        handle.truncate(50 * 2**20)
+    runs = [["validate", str(tmp_path / name)] for name in [*bombs, "big.yaml"]]
+    runs += [["validate", str(tmp_path / "frames.yaml"), f"post={ALIAS_BOMB}"], ["schedule", "0:(1)", "--frames", "1000000000"]]
+    script = ("import json, resource, sys\nfrom deforum_ray import cli\ncodes = []\n"
+              f"for argv in {runs!r}:\n"
+              "    try:\n        codes.append(cli.main(argv))\n    except SystemExit as exc:\n        codes.append(exc.code)\n"
+              "print(json.dumps({'codes': codes, 'peak_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["codes"] == [2] * len(runs), done.stderr[-3000:]
+    assert result["peak_kib"] < 2**20, result  # KiB: under 1 GiB
+    assert "Traceback" not in done.stderr and not (tmp_path / "r").exists()
 
 
 def test_schedule_preview_frames_are_bounded(capsys):
@@ -190,6 +310,30 @@ def test_a_full_disk_never_replaces_a_finished_video(small_disk, tmp_path, capsy
     assert code == 0, err
     video = next(p for p in finished if p.suffix == ".mp4")
     assert hashlib.sha256(video.read_bytes()).digest() != finished[video]  # re-encoded at the new crf
+
+
+def test_a_disk_that_fills_while_rendering_is_named_and_the_same_command_resumes(small_disk, tmp_path, capsys,
+                                                                                ray_cluster):
+    """Frames and checkpoints stop fitting mid-render: one line that says the disk is full and names
+    the object, exit 1, every frame written so far intact; with room again the same command resumes."""
+    import os
+
+    from conftest import only_job_dir, render_here, resume_job
+
+    out = small_disk / "renders"
+    job = resume_job(tmp_path, frames=12, width=256, height=256, output={"uri": str(out)})
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    (small_disk / "filler").write_bytes(b"\0" * (free - 400 * 1024))  # the spec, a few frames, then full
+    code, _, err = render_here(capsys, str(job))
+    assert code == 1 and "No space left on device" in err and str(out) in err, err
+    assert "Traceback" not in err and "ray::" not in err, err
+    job_dir = only_job_dir(out)
+    written = sorted(job_dir.rglob("frames/*.png"))
+    assert written and not list(job_dir.rglob("*.tmp"))  # some frames made it, no partial object
+    (small_disk / "filler").unlink()
+    code, _, err = render_here(capsys, str(job))
+    assert code == 0, err
+    assert len(list(job_dir.rglob("frames/*.png"))) == 12 + 12  # both clips
 
 
 # --- damage found by status --verify, repaired by the next render ----------------------------------
@@ -290,6 +434,27 @@ def test_an_unreachable_cluster_fails_fast_naming_it_and_writes_nothing(tmp_path
     err = capsys.readouterr().err
     assert code == 1 and time.perf_counter() - started < 20
     assert f"cluster.address 127.0.0.1:{port}: cannot reach a Ray cluster there" in err and "Traceback" not in err
+    assert not out.exists()
+
+    import http.server
+    import threading
+
+    silent = socket.socket()  # accepts (the kernel's backlog) and never says a word
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    web = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # answers, not Ray
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        for where, expected in ((silent.getsockname(), "cannot reach a Ray cluster there (no answer within 2 s)"),
+                                (web.server_address, "something answers there, but not a Ray cluster")):
+            started = time.perf_counter()
+            code = cli.main(["render", str(path), f"cluster.address=127.0.0.1:{where[1]}", "cluster.connect_timeout=2",
+                             "--no-progress"])
+            err = capsys.readouterr().err
+            assert code == 1 and time.perf_counter() - started < 10 and expected in err, err
+    finally:
+        silent.close()
+        web.shutdown()
     assert not out.exists()
     assert "cluster.connect_timeout: must be" in refused(capsys, "validate", str(path), "cluster.connect_timeout=0")
     assert "output.fps: must be [1, 960], got 0.001" in refused(capsys, "validate", str(path), "output.fps=0.001")

@@ -189,6 +189,10 @@ def test_ray_job_submit_against_a_ray_start_head_cluster(tmp_path):
                   f"--ray-client-server-port={ports[6]}", "--disable-usage-stats")
     assert started.returncode == 0, started.stderr[-2000:]
     try:
+        from deforum_ray.render.driver import check_cluster
+
+        for gcs in (f"127.0.0.1:{ports[0]}", f"ray://127.0.0.1:{ports[6]}"):  # both greet as gRPC servers do
+            check_cluster(gcs, 20)
         address = f"http://127.0.0.1:{ports[1]}"
         out = tmp_path / "renders"
         for _ in range(20):  # the head's job agent can take a while to come up on a busy machine

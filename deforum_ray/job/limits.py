@@ -18,3 +18,8 @@ MAX_EXPRESSION_TERMS = 512  # numbers, names and operators in one expression (ev
 MAX_KEY = 10**9  # a keyframe's frame number; exact in float64
 
 MAX_CLIP_FRAMES = 1_000_000  # frames of one clip, and of `deforum-ray schedule --frames`
+MAX_JOB_FRAMES = 10_000_000  # frames of all clips of a job (~4 days of 24 fps video): planning is linear in them
+
+MAX_IMAGE_PIXELS = 8192 * 8192  # an init image's width x height, read from its header before decoding
+INPUT_TIMEOUT_S = 10.0  # validation's read of one file the spec names (an init image, the audio): a
+# local file answers in milliseconds; an unreachable S3 would retry for minutes

@@ -29,7 +29,8 @@ from ..errors import first_line
 from .choices import (CODECS, COLOR_MODES, COMPILE_MODES, FRAME_INTERPOLATIONS, INTERPOLATION_METHODS,
                       NOISE_MODES, PADDINGS, PRECISIONS, RANDOM_MODEL_NAMES, TRANSITIONS, WARP_INTERPOLATIONS)
 from .frames import evaluate, lookup, scheduled_fields, start_indices
-from .limits import MAX_CLIP_FRAMES, MAX_SPEC_BYTES, MAX_SPEC_DEPTH, MAX_SPEC_NODES
+from .inputs import audio_problem, image_problem, local_path, within_timeout
+from .limits import MAX_CLIP_FRAMES, MAX_JOB_FRAMES, MAX_SPEC_BYTES, MAX_SPEC_DEPTH, MAX_SPEC_NODES
 from .schedule import ScheduleError
 
 __all__ = [
@@ -420,6 +421,16 @@ def _check_sections(layer: dict[str, Any], defaults: Mapping[str, Any], path: st
             _check_sections(layer[key], default, _join(path, key), errors)
 
 
+def _is_section(defaults: Mapping[str, Any], key: str) -> bool:
+    """Whether the dotted ``key`` names a mapping of settings in the defaults (``motion``, ``output``)."""
+    node: Any = defaults
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return isinstance(node, Mapping)
+
+
 def _merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
     return _container(OmegaConf.merge(*(OmegaConf.create(dict(layer)) for layer in layers)), "spec", resolve=False)
 
@@ -460,6 +471,9 @@ def load_job(
         if key == "model" or (model_mapping is None and key.startswith("model.")):
             continue
         try:
+            if _is_section(defaults, key) and value is not None and not isinstance(value, Mapping):
+                errors.append(f"{key}: expected a mapping of settings, got {_kind(value)}")  # as in a file
+                continue
             OmegaConf.update(cfg, key, value, merge=True)
         except (OmegaConfBaseException, ValueError, KeyError, IndexError, TypeError) as exc:
             errors.append(f"{key}: cannot apply override: {first_line(exc)}")
@@ -666,12 +680,15 @@ def _validate(tree: dict[str, Any], errors: list[str], *, check_paths: bool, mod
         if isinstance(job.get(key), int) and job[key] % 16:
             errors.append(f"{key}: must be a multiple of 16 (8x VAE, then 2x2 patches), got {job[key]}")
     _check_crossfade(job, clips, errors)
+    total = sum(clip["num_frames"] for _, _, clip in clips if clip and isinstance(clip.get("num_frames"), int))
+    if total > MAX_JOB_FRAMES:
+        errors.append(f"clips: {total:,} frames in all, more than the {MAX_JOB_FRAMES:,} a job may have")
     if check_paths:
         _check_model_paths(job.get("model"), errors)
         if job.get("output"):
             _check_output_uri(job["output"].get("uri"), errors)
             if job["output"].get("audio"):
-                _check_readable(job["output"]["audio"], "output.audio", errors)
+                _check_audio(job["output"]["audio"], "output.audio", errors)
     if errors:
         return None
 
@@ -817,44 +834,23 @@ def _check_crossfade(job: Mapping[str, Any], clips: list[tuple[str, Any, Any]], 
                               f"({frames} frames after interpolation and loop)")
 
 
-def _check_readable(uri: str, where: str, errors: list[str]) -> None:
-    """A local file must exist; a remote URI is checked when it is read (no network here)."""
-    path = _local_path(uri)
-    if path is not None and not path.is_file():
-        errors.append(f"{where}: no such file {uri!r}")
-
-
 def _check_init_image(uri: str, where: str, errors: list[str]) -> None:
-    import fsspec
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with fsspec.open(uri, "rb") as handle:
-            with Image.open(handle) as image:
-                image.verify()
-    except FileNotFoundError:
-        errors.append(f"{where}: no such file {uri!r}")
-    except (UnidentifiedImageError, SyntaxError) as exc:
-        errors.append(f"{where}: {uri!r} is not a readable image ({first_line(exc)})")
-    except (IsADirectoryError, PermissionError) as exc:
-        errors.append(f"{where}: cannot read {uri!r}: {type(exc).__name__}")
-    except (OSError, ValueError, ImportError) as exc:
-        errors.append(f"{where}: cannot read {uri!r}: {first_line(exc)}")
+    problem = within_timeout(lambda: image_problem(uri), uri)
+    if problem:
+        errors.append(f"{where}: {problem}")
 
 
-def _local_path(uri: str) -> Path | None:
-    if uri.startswith("file://"):
-        return Path(uri[len("file://") :])
-    if "://" in uri:
-        return None
-    return Path(uri).expanduser()
+def _check_audio(uri: str, where: str, errors: list[str]) -> None:
+    problem = within_timeout(lambda: audio_problem(uri), uri)
+    if problem:
+        errors.append(f"{where}: {problem}")
 
 
 def _check_output_uri(uri: Any, errors: list[str]) -> None:
     """Writable without writing anything: the nearest existing folder must accept new entries."""
     if not isinstance(uri, str):
         return
-    path = _local_path(uri)
+    path = local_path(uri)
     if path is None:
         import fsspec
 
@@ -893,7 +889,7 @@ def _check_model_paths(model: Any, errors: list[str]) -> None:
     if isinstance(transformer, str):
         if not transformer.endswith(".safetensors"):
             errors.append(f"model.transformer: expected a .safetensors file, got {transformer!r}")
-        elif _local_path(transformer) is not None and not _local_path(transformer).is_file():  # type: ignore[union-attr]
+        elif local_path(transformer) is not None and not local_path(transformer).is_file():  # type: ignore[union-attr]
             errors.append(f"model.transformer: no such file {transformer!r}")
 
 

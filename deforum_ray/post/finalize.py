@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from ..job.inputs import ffmpeg_exe
 from ..job.plan import ClipPlan, RenderPlan
 from ..job.spec import JobSpec
 from ..store import RenderStore
@@ -51,16 +52,6 @@ class FinalResult:
     frames: int
     fps: float
     encoded: bool  # False: everything was already there
-
-
-def ffmpeg_exe() -> str:
-    """ffmpeg from the PATH, else the binary imageio-ffmpeg ships (so a plain pip install encodes)."""
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -108,10 +108,16 @@ class ClusterUnreachable(RuntimeError):
     """``cluster.address`` (or ``RAY_ADDRESS``) does not answer; one line naming it."""
 
 
+# HTTP/2's client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, Ray Client) answers
+# with a SETTINGS frame of its own (frame type 4, the fourth byte of its 9-byte header).
+HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
 def check_cluster(address: str | None, timeout: float) -> None:
     """Fail within ``timeout`` seconds, naming the address, when the cluster to connect to does not
-    answer: ``ray.init`` would retry for ever. A TCP connection to its host and port; ``auto``,
-    ``local`` and no address (an embedded Ray) need no check."""
+    answer, or answers but is not Ray: ``ray.init`` would retry for ever. A TCP connection to its
+    host and port, then gRPC's HTTP/2 greeting (skipped under RAY_USE_TLS, which wraps it in TLS);
+    ``auto``, ``local`` and no address (an embedded Ray) need no check."""
     import socket
 
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -119,12 +125,22 @@ def check_cluster(address: str | None, timeout: float) -> None:
     if found is None:
         return
     host, port = found.group(1), int(found.group(2))
+    deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return
+            conn.settimeout(max(0.1, deadline - time.monotonic()))
+            conn.sendall(HTTP2_HELLO)
+            header = b""
+            while len(header) < 9 and (chunk := conn.recv(9 - len(header))):
+                header += chunk
     except OSError as exc:
         reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
         raise ClusterUnreachable(f"cluster.address {address}: cannot reach a Ray cluster there ({reason})") from None
+    if len(header) < 9 or header[3] != 4:
+        raise ClusterUnreachable(f"cluster.address {address}: something answers there, but not a Ray cluster "
+                                 "(no gRPC greeting)")
 
 
 def connect(address: str | None) -> bool:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import first_line
 from ..frame.loop import AnchorChain, Chain, Lane, LoopState, SegmentChain, advance
+from ..job.inputs import opened_image
 from ..job.plan import ChainKind, ChainTask
 from ..model.denoiser import Acceleration
 from ..model.vae import accelerate_decoder, decode, encode
@@ -213,8 +214,8 @@ def load_image(uri: str, width: int, height: int) -> np.ndarray:
     import fsspec
     from PIL import Image
 
-    with fsspec.open(uri, "rb") as handle:
-        image = Image.open(handle).convert("RGB")
+    with fsspec.open(uri, "rb") as handle, opened_image(handle) as opened:  # bounded pixels, as validated
+        image = opened.convert("RGB")
     if image.size != (width, height):
         image = image.resize((width, height), Image.LANCZOS)
     return np.asarray(image)
