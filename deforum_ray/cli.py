@@ -7,8 +7,9 @@ under ``output.uri`` created or changed); 1 failure while rendering.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from . import __version__
 from .errors import first_line
@@ -83,16 +84,90 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    spec = _load(args)  # every check happens before any model work or any write
-    import signal
+    specs, overrides = _render_targets(args.words)
+    args.overrides = overrides
+    if len(specs) == 1:
+        args.spec = specs[0]
+        spec = _load(args)  # every check happens before any model work or any write
+        return _until_stopped(lambda: _render_one(args, spec))
+    jobs = _load_queue(specs, overrides)  # every spec of the queue, before any model loads
+    return _until_stopped(lambda: _render_queue(args, jobs))
 
-    from .render.driver import ClusterUnreachable, JobConflict, render
+
+def _render_targets(words: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split ``render``'s words into spec files (a folder gives its *.yaml, a glob its matches, in
+    name order) and ``key=value`` overrides (applied to every spec)."""
+    import glob
+    from pathlib import Path
+
+    specs: list[str] = []
+    overrides: list[str] = []
+    for word in words:
+        path = Path(word)
+        if "=" in word and not path.exists():
+            overrides.append(word)
+        elif path.is_dir():
+            found = sorted(str(p) for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                raise UsageError([f"deforum-ray: no job specs (*.yaml) in {word}"])
+            specs += found
+        elif glob.has_magic(word) and not path.exists():
+            found = sorted(glob.glob(word))
+            if not found:
+                raise UsageError([f"deforum-ray: no job spec matches {word}"])
+            specs += found
+        else:
+            specs.append(word)
+    if not specs:
+        raise UsageError(["deforum-ray: render: give a job spec, e.g. deforum-ray render jobs/demo.yaml"])
+    return specs, overrides
+
+
+def _load_queue(specs: Sequence[str], overrides: Sequence[str]) -> list[Any]:
+    from .render.queue import QueuedJob
+
+    jobs, lines, bad = [], [], 0
+    for path in specs:
+        try:
+            jobs.append(QueuedJob(path, _load(argparse.Namespace(spec=path, overrides=list(overrides)))))
+        except UsageError as exc:
+            lines += exc.lines
+            bad += 1
+    addresses = {job.spec.cluster.address for job in jobs}
+    if len(addresses) > 1:
+        lines.append(f"cluster.address: the jobs of a queue run on one cluster, got {sorted(map(str, addresses))}")
+        bad += 1
+    if lines:
+        raise UsageError([*lines, f"deforum-ray: {bad} of {len(specs)} specs are bad; nothing was rendered"])
+    return jobs
+
+
+def _until_stopped(run: Any) -> int:
+    """``run()``, with SIGTERM (a scheduler stopping the job, ``kill``) unwound as Ctrl-C is: one line."""
+    import signal
 
     _SIGNALLED.clear()
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread (an embedding program): its own handling stays
         previous = None
+    try:
+        return run()
+    except KeyboardInterrupt:
+        if _SIGNALLED:
+            print("deforum-ray: stopped (SIGTERM); finished work is kept: the same command resumes", file=sys.stderr)
+            return EXIT_TERMINATED
+        print("deforum-ray: interrupted; the store is consistent: run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _render_one(args: argparse.Namespace, spec: Any) -> int:
+    from .render.driver import ClusterUnreachable, JobConflict, render
+
     try:
         result = render(spec, progress=not args.no_progress, fresh=args.fresh)
     except JobConflict as exc:
@@ -101,21 +176,13 @@ def _cmd_render(args: argparse.Namespace) -> int:
         print(f"deforum-ray: {exc}; nothing was rendered", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        if _SIGNALLED:
-            print("deforum-ray: stopped (SIGTERM); finished work is kept: the same command resumes", file=sys.stderr)
-            return EXIT_TERMINATED
-        print("deforum-ray: interrupted; the store is consistent: run the same command again to resume",
-              file=sys.stderr)
-        return 130
+        raise
     except Exception as exc:  # a failed render is one line (exit 1); --debug shows the traceback
         if args.debug:
             raise
         print(f"deforum-ray: render failed: {first_line(exc)} (what finished is kept; the same command resumes)",
               file=sys.stderr)
         return EXIT_FAILED
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     resumed = f" ({result.resumed} already done)" if result.resumed else ""
     print(f"rendered {result.frames} frames{resumed} in {result.seconds:.1f} s into {result.output_dir}",
           file=sys.stderr)
@@ -123,9 +190,28 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _render_queue(args: argparse.Namespace, jobs: Sequence[Any]) -> int:
+    from .render.driver import ClusterUnreachable, check_cluster
+    from .render.queue import queue_table, render_queue
+
+    try:
+        check_cluster(jobs[0].spec.cluster.address, jobs[0].spec.cluster.connect_timeout)
+    except ClusterUnreachable as exc:
+        print(f"deforum-ray: {exc}; nothing was rendered", file=sys.stderr)
+        return EXIT_FAILED
+    outcomes = render_queue(jobs, progress=not args.no_progress, fresh=args.fresh)
+    print(queue_table(outcomes))
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        print(f"deforum-ray: {len(failed)} of {len(outcomes)} jobs failed ({', '.join(o.label for o in failed)}); "
+              "what finished is kept: the same command resumes them", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     """What each job folder holds; reads only, unless ``--verify`` finds damage to un-finish."""
-    from .status import StatusError, find_jobs, format_status, job_status, verify
+    from .status import StatusError, find_jobs, format_status, job_status, status_record, verify
 
     try:
         stores = find_jobs(args.output, read_only=not args.verify)
@@ -133,22 +219,27 @@ def _cmd_status(args: argparse.Namespace) -> int:
         raise UsageError([f"deforum-ray: cannot read {args.output}: {first_line(exc)}"]) from None
     if not stores:
         raise UsageError([f"deforum-ray: no deforum-ray job under {args.output}"])
-    damaged, reports = 0, []
+    damaged: list[dict[str, Any]] = []
+    reports, records = [], []
     for store in stores:
         if args.verify:
-            bad = verify(store, _verify_progress(store.url()))
-            damaged += len(bad)
-            for item in bad:
+            for item in verify(store, _verify_progress(store.url())):
+                damaged.append({"object": store.url(item.rel), "problem": item.problem, "unfinished": list(item.unfinished)})
                 undone = f"; un-finished {', '.join(item.unfinished)}" if item.unfinished else ""
                 print(f"damaged: {store.url(item.rel)}: {item.problem}{undone}", file=sys.stderr)
         try:
-            reports.append(format_status(job_status(store)))
+            status = job_status(store)
         except StatusError as exc:
             print(f"deforum-ray: {exc}", file=sys.stderr)
             return EXIT_FAILED
-    print("\n\n".join(reports))
+        reports.append(format_status(status))
+        records.append(status_record(status))
+    if args.json:
+        print(json.dumps({"jobs": records, "damaged": damaged}, indent=2))
+    else:
+        print("\n\n".join(reports))
     if damaged:
-        print(f"deforum-ray: {damaged} damaged object{'s' if damaged != 1 else ''}; the same render command "
+        print(f"deforum-ray: {len(damaged)} damaged object{'s' if len(damaged) != 1 else ''}; the same render command "
               "repairs them", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
@@ -195,8 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--show", action="store_true", help="also print the resolved spec")
     plan.set_defaults(run=_cmd_plan)
 
-    render = commands.add_parser("render", help="render a job: frames, then the video; prints the video's path")
-    _add_spec_args(render)
+    render = commands.add_parser("render", help="render a job, or a queue of jobs one after another; prints the "
+                                 "video's path (a queue: a table of its jobs)",
+                                 usage="deforum-ray render [-h] [--no-progress] [--fresh] [--debug] "
+                                       "SPEC [SPEC ...] [KEY=VALUE ...]")
+    render.add_argument("words", metavar="SPEC|KEY=VALUE", nargs="+",
+                        help="job spec YAML files, folders of them or globs, rendered in order on the same workers; "
+                             "KEY=VALUE overrides apply to every one")
     render.add_argument("--no-progress", action="store_true", help="no progress bar")
     render.add_argument("--fresh", action="store_true",
                         help="render from scratch, even over an earlier render of this job name")
@@ -208,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--verify", action="store_true",
                         help="read every stored object and check its hash; un-finish what is damaged (exit 1) so "
                              "that the next render repairs it")
+    status.add_argument("--json", action="store_true",
+                        help="print {jobs: [...], damaged: [...]} as JSON on stdout (for cron and dashboards)")
     status.set_defaults(run=_cmd_status)
 
     schedule = commands.add_parser(
@@ -238,11 +336,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     # Overrides may stand after options too (`plan x.yaml --show seed=3`): argparse leaves those over.
     args, extra = parser.parse_known_args(argv)
-    stray = [word for word in extra if word.startswith("-") or "=" not in word or not hasattr(args, "overrides")]
+    words = hasattr(args, "words")  # render: specs and overrides alike
+    stray = [word for word in extra
+             if word.startswith("-") or not (words or ("=" in word and hasattr(args, "overrides")))]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
-        args.overrides = [*args.overrides, *extra]
+        if words:
+            args.words = [*args.words, *extra]
+        else:
+            args.overrides = [*args.overrides, *extra]
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

@@ -8,6 +8,7 @@ so that the next render repairs exactly that.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -133,6 +134,15 @@ def _unfinish(store: RenderStore, rel: str, segments: dict[str, list[int]]) -> t
     for done in undone:
         store.discard(done)
     return tuple(u for u in undone if u != rel)
+
+
+def status_record(status: JobStatus) -> dict[str, Any]:
+    """A job's status as plain data, for ``status --json`` (cron, dashboards)."""
+    return {"job": status.job, "job_id": status.job_id, "url": status.url, "complete": status.complete,
+            "frames_done": sum(c.frames_done for c in status.clips), "frames": sum(c.num_frames for c in status.clips),
+            "video": status.video, "clip_videos": dict(status.clip_videos),
+            "contact_sheets": dict(status.contact_sheets), "clips": [dataclasses.asdict(c) for c in status.clips],
+            "problems": list(status.problems)}
 
 
 def format_status(status: JobStatus) -> str:

@@ -386,6 +386,25 @@ def test_status_reads_and_never_writes_even_when_objects_are_damaged(finished_jo
     assert tree(job_dir) == before
 
 
+def test_status_json_gives_what_the_table_gives(finished_job, tmp_path, capsys):
+    import json
+    import shutil
+
+    _, original = finished_job
+    job_dir = tmp_path / original.name
+    shutil.copytree(original, job_dir)
+    assert cli.main(["status", str(job_dir), "--json"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)["jobs"]
+    assert record["complete"] and record["frames_done"] == record["frames"] == 24
+    assert record["video"].endswith("resume.mp4") and set(record["clip_videos"]) == {"long", "short"}
+    assert [c["name"] for c in record["clips"]] == ["long", "short"] and record["problems"] == []
+    flip_a_byte(next(job_dir.glob("segments/short/0/frames/*.png")))
+    assert cli.main(["status", str(job_dir), "--json", "--verify"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["damaged"]) == 1 and report["damaged"][0]["unfinished"]
+    assert not report["jobs"][0]["complete"]
+
+
 def test_verify_finds_a_flipped_byte_and_the_next_render_repairs_it(finished_job, tmp_path, capsys):
     import shutil
 

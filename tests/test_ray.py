@@ -195,16 +195,19 @@ def test_ray_job_submit_against_a_ray_start_head_cluster(tmp_path):
             check_cluster(gcs, 20)
         address = f"http://127.0.0.1:{ports[1]}"
         out = tmp_path / "renders"
+        # submitted as cron does it: infra/cron/nightly.sh, token auth, one log file a night
+        nightly = lambda jobs: subprocess.run(  # noqa: E731
+            ["bash", str(REPO / "infra" / "cron" / "nightly.sh")], capture_output=True, text=True, timeout=600,
+            env={**env, "RAY_DASHBOARD": address, "JOBS": jobs, "LOG_DIR": str(tmp_path / "logs"),
+                 "OVERRIDES": f"output.uri={out} clips.0.num_frames=13 clips.1.num_frames=6"})
         for _ in range(20):  # the head's job agent can take a while to come up on a busy machine
-            submitted = run("job", "submit", f"--address={address}", f"--working-dir={REPO}", "--",
-                            "deforum-ray", "render", "jobs/demo.yaml", f"output.uri={out}",
-                            "clips.0.num_frames=13", "clips.1.num_frames=6", timeout=600, cwd=str(REPO))
-            logs = submitted.stdout + submitted.stderr
+            submitted = nightly("jobs/demo.yaml")
+            logs = max((tmp_path / "logs").iterdir(), key=lambda p: p.stat().st_mtime).read_text()
             if "No available agent to submit job" not in logs:
                 break
             time.sleep(3)
         assert submitted.returncode == 0, logs[-3000:]
-        assert "succeeded" in logs
+        assert "succeeded" in logs and "finished with exit status 0" in logs
         video = next(out.glob("demo-*/demo.mp4"))
         assert str(video) in logs  # the render printed the video path
         assert "clip lighthouse: 13 frames" in logs and "clip harbour: 6 frames" in logs  # progress lines
@@ -215,6 +218,8 @@ def test_ray_job_submit_against_a_ray_start_head_cluster(tmp_path):
                                   env={**env, "HOME": str(tmp_path / "elsewhere"), "RAY_AUTH_MODE": ""},
                                   capture_output=True, text=True, timeout=120)
         assert no_token.returncode != 0  # token authentication is on: a client without it is refused
+        failed = nightly("jobs/no-such-job.yaml")  # the render exits 2: the job fails, and so does the script
+        assert failed.returncode != 0 and "deforum-ray nightly failed" in failed.stderr, failed.stderr
     finally:
         _stop_cluster(temp_dir)  # not `ray stop`: that would stop every Ray here, the tests' own too
 

@@ -1,6 +1,7 @@
 """Job specs: OmegaConf structured config (the dataclasses below), merged and validated.
 
-Merge order: ``conf/defaults.yaml``, the model preset ``conf/model/<name>.yaml``, the job file,
+Merge order: ``conf/defaults.yaml``, the model preset ``conf/model/<name>.yaml`` (the package's
+``deforum_ray/conf``, or :func:`conf_dir`'s override), the job file,
 then command-line ``key=value`` overrides. Validation runs on the merged tree before anything
 else happens, collects every problem (one line each, naming the field), and touches nothing on
 disk. Only a spec that passes becomes a :class:`JobSpec`; every clip in it carries its fully
@@ -227,14 +228,19 @@ class SpecError(ValueError):
 
 
 def conf_dir() -> Path:
-    """``$DEFORUM_RAY_CONF``, else ``conf/`` beside the package source, else ``./conf``."""
+    """Where the defaults and model presets are: ``$DEFORUM_RAY_CONF``, else a ``conf/`` folder with a
+    ``defaults.yaml`` in the working directory (a studio's own), else the ones shipped in the package."""
+    from importlib.resources import files
+
     env = os.environ.get("DEFORUM_RAY_CONF")
-    candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parents[2] / "conf", Path.cwd() / "conf"]
-    for candidate in candidates:
-        if (candidate / "defaults.yaml").is_file():
-            return candidate
-    raise SpecError([f"conf: no defaults.yaml in {', '.join(str(c) for c in candidates)} (set DEFORUM_RAY_CONF)"])
+    if env:
+        if not (Path(env) / "defaults.yaml").is_file():
+            raise SpecError([f"conf: DEFORUM_RAY_CONF={env} has no defaults.yaml"])
+        return Path(env)
+    local = Path.cwd() / "conf"
+    if (local / "defaults.yaml").is_file():
+        return local
+    return Path(str(files("deforum_ray") / "conf"))  # package data: a folder in any pip install
 
 
 def model_presets(conf: Path | None = None) -> list[str]:

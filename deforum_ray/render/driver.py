@@ -143,6 +143,10 @@ def check_cluster(address: str | None, timeout: float) -> None:
                                  "(no gRPC greeting)")
 
 
+def _quiet_token_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Token authentication is enabled for this Ray cluster")
+
+
 def connect(address: str | None) -> bool:
     """Connect to ``cluster.address``, else ``RAY_ADDRESS``, else start an embedded local Ray.
     Returns True when this call started Ray (and so should shut it down)."""
@@ -154,6 +158,9 @@ def connect(address: str | None) -> bool:
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
     if address is None:
         kwargs.update(include_dashboard=False, _node_ip_address="127.0.0.1")
+        # Ray 2.60 announces on every new local cluster that it turned token authentication on: true,
+        # wanted (the cluster is this user's), and nothing a user can act on. Its other lines stay.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_quiet_token_notice)
     import signal
     import threading
 
@@ -220,12 +227,13 @@ def _model_error(exc: BaseException) -> str:
     return f"a worker could not start: {lines[-1] if lines else type(exc).__name__}"
 
 
-def default_pool_size(spec: JobSpec, chains: int) -> int:
+def default_pool_size(spec: JobSpec, chains: int | None = None) -> int:
+    """``cluster.num_workers``, else one worker per GPU (one on a machine without), at most ``chains``."""
     import ray
 
     gpus = int(ray.cluster_resources().get("GPU", 0))
     wanted = spec.cluster.num_workers or (gpus if gpus else 1)
-    return max(1, min(wanted, chains))
+    return max(1, wanted if chains is None else min(wanted, chains))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,19 +396,19 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
             reports.append(outcome)
             if task.kind is ChainKind.ANCHORS:
                 queue.extend((segment, 1) for segment in waiting.pop(task.clip, []))
-                bar.write(f"clip {task.clip}: {len(task.anchors)} anchors ready; {len(queue)} chains queued")
+                bar.write(f"clip {task.clip}: {len(task.anchors)} anchors ready; {len(queue)} chains queued", file=sys.stderr)
             else:
                 rate = outcome.frames_rendered / outcome.seconds if outcome.seconds else 0.0
                 together = f", {outcome.advanced_together} chains together" if outcome.advanced_together > 1 else ""
                 bar.write(f"clip {task.label}: {outcome.frames_rendered} frames in {outcome.seconds:.1f} s "
-                          f"({rate:.1f} frames/s) on {outcome.worker}{together}")
+                          f"({rate:.1f} frames/s) on {outcome.worker}{together}", file=sys.stderr)
             return
         reason = _reason(outcome, task)
         if attempt < ATTEMPTS:
-            bar.write(f"retrying {task.label} (attempt {attempt + 1} of {ATTEMPTS}): {reason}")
+            bar.write(f"retrying {task.label} (attempt {attempt + 1} of {ATTEMPTS}): {reason}", file=sys.stderr)
             queue.append((task, attempt + 1))
             return
-        bar.write(f"failed: {reason}")
+        bar.write(f"failed: {reason}", file=sys.stderr)
         failures.append(reason)
         for segment in waiting.pop(task.clip, []) if task.kind is ChainKind.ANCHORS else []:
             failures.append(f"{segment.label}: not rendered, its anchors failed")
