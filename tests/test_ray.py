@@ -179,15 +179,21 @@ def test_ray_job_submit_against_a_ray_start_head_cluster(tmp_path):
     ports = _free_ports(7)
     run = lambda *args, **kw: subprocess.run([str(bin_dir / "ray"), *args], env=env, capture_output=True,  # noqa: E731
                                              text=True, timeout=kw.get("timeout", 120), cwd=kw.get("cwd"))
-    assert run("get-auth-token", "--generate").returncode == 0
     temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
-    started = run("start", "--head", "--node-ip-address=127.0.0.1", f"--port={ports[0]}", f"--temp-dir={temp_dir}",
-                  "--dashboard-host=127.0.0.1", f"--dashboard-port={ports[1]}", "--num-cpus=2",
-                  # its own agent ports: another Ray on this machine (the tests' own) holds the defaults
-                  f"--dashboard-agent-listen-port={ports[2]}", f"--dashboard-agent-grpc-port={ports[3]}",
-                  f"--metrics-export-port={ports[4]}", f"--runtime-env-agent-port={ports[5]}",
-                  f"--ray-client-server-port={ports[6]}", "--disable-usage-stats")
+    # the head as a RunPod pod starts it (infra/runpod/head.sh: the token made, token auth on)
+    started = subprocess.run(["bash", str(REPO / "infra" / "runpod" / "head.sh")], capture_output=True, text=True,
+                             timeout=180, env={**env, "NODE_IP": "127.0.0.1", "RAY_PORT": str(ports[0]),
+                                               "DASHBOARD_HOST": "127.0.0.1", "DASHBOARD_PORT": str(ports[1]),
+                                               "NUM_GPUS": "0", "NUM_CPUS": "2", "HF_HOME": str(tmp_path / "hf"),
+                                               # its own agent ports: the tests' own Ray holds the defaults
+                                               "RAY_START_ARGS": " ".join([
+                                                   f"--temp-dir={temp_dir}", f"--dashboard-agent-listen-port={ports[2]}",
+                                                   f"--dashboard-agent-grpc-port={ports[3]}",
+                                                   f"--metrics-export-port={ports[4]}",
+                                                   f"--runtime-env-agent-port={ports[5]}",
+                                                   f"--ray-client-server-port={ports[6]}"])})
     assert started.returncode == 0, started.stderr[-2000:]
+    assert (home / ".ray" / "auth_token").is_file() and f"Ray head: 127.0.0.1:{ports[0]}" in started.stdout
     try:
         from deforum_ray.render.driver import check_cluster
 
