@@ -175,8 +175,6 @@ def _render_one(args: argparse.Namespace, spec: Any) -> int:
     except ClusterUnreachable as exc:
         print(f"deforum-ray: {exc}; nothing was rendered", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        raise
     except Exception as exc:  # a failed render is one line (exit 1); --debug shows the traceback
         if args.debug:
             raise
@@ -191,15 +189,14 @@ def _render_one(args: argparse.Namespace, spec: Any) -> int:
 
 
 def _render_queue(args: argparse.Namespace, jobs: Sequence[Any]) -> int:
-    from .render.driver import ClusterUnreachable, check_cluster
+    from .render.driver import ClusterUnreachable
     from .render.queue import queue_table, render_queue
 
     try:
-        check_cluster(jobs[0].spec.cluster.address, jobs[0].spec.cluster.connect_timeout)
+        outcomes = render_queue(jobs, progress=not args.no_progress, fresh=args.fresh)
     except ClusterUnreachable as exc:
         print(f"deforum-ray: {exc}; nothing was rendered", file=sys.stderr)
         return EXIT_FAILED
-    outcomes = render_queue(jobs, progress=not args.no_progress, fresh=args.fresh)
     print(queue_table(outcomes))
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:

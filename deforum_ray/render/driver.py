@@ -184,6 +184,12 @@ class WorkerPool:
     write_queue: int = 8  # frames a worker may hand to its store writer before it waits (0: write in line)
     workers: list[Any] = field(default_factory=list)
 
+    @classmethod
+    def for_spec(cls, spec: JobSpec, size: int) -> "WorkerPool":
+        """``size`` workers set up as the spec's ``model`` and ``cluster`` say (not started)."""
+        return cls(spec.model, size, acceleration=Acceleration.of(spec.cluster), cpu_threads=spec.cluster.cpu_threads,
+                   write_queue=spec.cluster.write_queue)
+
     def start(self) -> None:
         import ray
 
@@ -365,9 +371,7 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
     per_worker = spec.cluster.chains_per_worker
     if pool is None:
         parallel = sum(len(tasks) for tasks in waiting.values()) + len(todo) - len(waiting)
-        pool = WorkerPool(spec.model, default_pool_size(spec, -(-parallel // per_worker)),
-                          acceleration=Acceleration.of(spec.cluster), cpu_threads=spec.cluster.cpu_threads,
-                          write_queue=spec.cluster.write_queue)
+        pool = WorkerPool.for_spec(spec, default_pool_size(spec, -(-parallel // per_worker)))
     if not pool.workers:
         pool.start()
     clips = {clip.name: clip for clip in spec.clips}

@@ -18,7 +18,7 @@ from ..errors import first_line
 from ..job.spec import JobSpec
 from ..model.denoiser import Acceleration
 from ..table import format_table
-from .driver import WorkerPool, connect, default_pool_size, render
+from .driver import WorkerPool, check_cluster, connect, default_pool_size, render
 
 
 @dataclass(frozen=True)
@@ -46,13 +46,18 @@ def pool_settings(spec: JobSpec) -> tuple[Any, ...]:
 
 
 def render_queue(jobs: Sequence[QueuedJob], *, progress: bool = True, fresh: bool = False) -> list[JobOutcome]:
-    """Render ``jobs`` in order; one outcome each. Raises only KeyboardInterrupt (the queue stops)."""
+    """Render ``jobs`` in order; one outcome each. Raises ClusterUnreachable before anything starts,
+    else only KeyboardInterrupt (the queue stops)."""
     import ray
 
     outcomes: list[JobOutcome] = []
     pool: WorkerPool | None = None
     settings: tuple[Any, ...] | None = None
-    started_ray = connect(jobs[0].spec.cluster.address) if jobs else False
+    if not jobs:
+        return outcomes
+    cluster = jobs[0].spec.cluster  # one for the whole queue (the CLI checks the jobs agree)
+    check_cluster(cluster.address, cluster.connect_timeout)  # ray.init would wait for ever
+    started_ray = connect(cluster.address)
     try:
         for job in jobs:
             spec = job.spec
@@ -60,10 +65,7 @@ def render_queue(jobs: Sequence[QueuedJob], *, progress: bool = True, fresh: boo
                 pool.shutdown()  # a different model or worker set-up: its GPU memory goes to the next pool
                 pool = None
             if pool is None:
-                pool = WorkerPool(spec.model, default_pool_size(spec),
-                                  acceleration=Acceleration.of(spec.cluster), cpu_threads=spec.cluster.cpu_threads,
-                                  write_queue=spec.cluster.write_queue)
-                settings = pool_settings(spec)
+                pool, settings = WorkerPool.for_spec(spec, default_pool_size(spec)), pool_settings(spec)
             started = time.perf_counter()
             try:
                 result = render(spec, pool=pool, progress=progress, fresh=fresh)
