@@ -184,6 +184,8 @@ def _render_one(args: argparse.Namespace, spec: Any) -> int:
     resumed = f" ({result.resumed} already done)" if result.resumed else ""
     print(f"rendered {result.frames} frames{resumed} in {result.seconds:.1f} s into {result.output_dir}",
           file=sys.stderr)
+    if result.retried:
+        print(f"retried from their checkpoints: {', '.join(result.retried)}", file=sys.stderr)
     print(result.video)  # the last line of stdout: scripts read the video's path from it
     return EXIT_OK
 
@@ -258,6 +260,64 @@ def _verify_progress(label: str):
     return update
 
 
+def _cmd_fetch_model(args: argparse.Namespace) -> int:
+    from .job.spec import SpecError, model_presets, preset_model
+    from .model.fetch import ModelAccessError
+    from .model.loading import ModelError
+
+    try:
+        preset = preset_model(args.model)
+    except SpecError as exc:
+        raise UsageError(exc.errors) from None
+    source = str(preset["source"]) if preset else args.model
+    if preset is None and "/" not in source and source != "tiny" and not source.startswith("random:"):
+        raise UsageError([f"deforum-ray fetch-model: {source!r} is no model preset ({', '.join(model_presets())}), "
+                          "Hugging Face repo id (owner/name) or folder"])
+    if args.all_nodes:
+        return _fetch_on_every_node(source, args)
+    from .model.fetch import fetch_model
+
+    try:
+        result = fetch_model(source, progress=not args.no_progress)
+    except ModelAccessError as exc:
+        raise UsageError([str(exc)]) from None
+    except ModelError as exc:
+        print(f"deforum-ray: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(result.line())
+    return EXIT_OK
+
+
+def _fetch_on_every_node(source: str, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .model.fetch import ModelAccessError
+    from .render.driver import ClusterUnreachable
+    from .render.prefetch import NodeFetch, fetch_on_every_node
+
+    bar = tqdm(desc=f"fetch {source}", unit="node", disable=args.no_progress, file=sys.stderr)
+
+    def done(fetched: NodeFetch, nodes: int) -> None:
+        bar.total = nodes
+        bar.update(1)
+        line = fetched.result.line() if fetched.result else f"failed: {first_line(fetched.error or '')}"
+        if not args.no_progress:
+            bar.write(f"node {fetched.node}: {line}", file=sys.stderr)
+
+    try:
+        fetched = fetch_on_every_node(source, args.address, on_done=done)
+    except ClusterUnreachable as exc:
+        raise UsageError([str(exc)]) from None
+    finally:
+        bar.close()
+    failed = [f for f in fetched if f.error is not None]
+    for f in fetched:
+        print(f"node {f.node}: {f.result.line() if f.result else 'failed: ' + first_line(f.error or '')}")
+    if failed and all(isinstance(f.error, ModelAccessError) for f in failed):
+        return EXIT_USAGE
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 def _add_spec_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC", help="job spec YAML, e.g. jobs/demo.yaml")
     parser.add_argument(
@@ -304,6 +364,20 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true",
                         help="print {jobs: [...], damaged: [...]} as JSON on stdout (for cron and dashboards)")
     status.set_defaults(run=_cmd_status)
+
+    fetch = commands.add_parser(
+        "fetch-model", help="download a model into this node's Hugging Face cache (or every node's), so renders "
+                            "load it offline",
+        description="Download what a render loads (the diffusers folders) into the HF cache ($HF_HOME) once; "
+                    "workers then load it with local_files_only. Gated models need HF_TOKEN.")
+    fetch.add_argument("model", metavar="PRESET|REPO|FOLDER",
+                       help="a model preset (flux1-schnell), a Hugging Face repo id or a local diffusers folder")
+    fetch.add_argument("--all-nodes", action="store_true",
+                       help="fetch on every node of the running cluster (--address, else RAY_ADDRESS), one task "
+                            "per node")
+    fetch.add_argument("--address", default=None, help="the cluster for --all-nodes (default: RAY_ADDRESS)")
+    fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fetch.set_defaults(run=_cmd_fetch_model)
 
     schedule = commands.add_parser(
         "schedule",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (EVERY, SEGMENTED, cli, frame_hashes, only_job_dir, render_here, resume_job, start_cli,
+from conftest import (EVERY, SEGMENTED, frame_hashes, only_job_dir, render_here, resume_job, start_cli,
                       status_here, stop_when)
 from deforum_ray.store import RenderStore
 
@@ -84,9 +84,9 @@ def test_ctrl_c_then_sigkill_mid_clip_resume_bit_identically(tmp_path, reference
     code, status = status_here(capsys, str(out))
     assert code == 0 and "incomplete" in status
 
-    again = cli("render", str(job), f"output.uri={out}", "--no-progress")
-    assert again.returncode == 0, again.stderr
-    assert "already done" in again.stderr
+    code, _, err = render_here(capsys, str(job), f"output.uri={out}")  # the last run: on the session's Ray
+    assert code == 0, err
+    assert "already done" in err
     job_dir = only_job_dir(out)
     assert frame_hashes(job_dir) == reference
 
@@ -131,8 +131,8 @@ def test_a_segmented_render_stopped_midway_by_sigterm_resumes_bit_identically(tm
     killed_at = long_frames_written(out)
     assert killed_at < 60
 
-    again = cli("render", str(job), f"output.uri={out}", "--no-progress")
-    assert again.returncode == 0, again.stderr
+    code, _, err = render_here(capsys, str(job), f"output.uri={out}")  # resumed on the session's Ray
+    assert code == 0, err
     job_dir = only_job_dir(out)
     assert frame_hashes(job_dir) == segmented_reference
     rows = RenderStore(str(job_dir)).read_runlog()

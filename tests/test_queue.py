@@ -43,6 +43,13 @@ def test_a_folder_of_jobs_renders_in_order_on_the_same_workers_and_a_second_run_
     assert code == 0, err
     assert [row[6:8] for row in table_rows(stdout).values()] == [["already", "done"]] * 2
 
+    before = {d.name: sorted(d.glob("segments/*/*/frames/*.png")) for d in out.iterdir()}
+    hashes = {p: p.read_bytes() for paths in before.values() for p in paths}
+    code, stdout, err = render_here(capsys, str(jobs), "--fresh")  # every job from scratch, again
+    assert code == 0, err
+    assert [row[3] + " " + row[6] for row in table_rows(stdout).values()] == ["4 rendered"] * 2
+    assert {p: p.read_bytes() for p in hashes} == hashes  # the same frames again
+
 
 def test_one_bad_spec_among_good_ones_renders_nothing(tmp_path, capsys):
     out = tmp_path / "renders"

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from conftest import REPO
@@ -135,6 +138,7 @@ def test_a_killed_worker_is_replaced_and_the_job_finishes_identically(ray_cluste
     assert frame_hashes(result["r"].output_dir) == frame_hashes(reference.output_dir)
     workers = {r["worker"] for r in RenderStore(result["r"].output_dir).read_runlog()}
     assert len(workers) >= 2 and f"{victim}" in " ".join(workers)  # a new process took over
+    assert "a" in result["r"].retried and {r.attempt for r in result["r"].reports if r.label == "a"} == {2}
 
 
 def test_a_clip_that_always_fails_fails_the_job_after_the_others_finish(ray_cluster, tmp_path, capsys, monkeypatch):
@@ -170,64 +174,152 @@ def test_a_clip_that_always_fails_fails_the_job_after_the_others_finish(ray_clus
     assert "deforum-ray: render failed: clip 'b' failed at frame 0:" in err
 
 
-@pytest.mark.skipif(shutil.which("ray", path=str(Path(os.sys.executable).parent)) is None, reason="ray CLI missing")
-def test_ray_job_submit_against_a_ray_start_head_cluster(tmp_path):
-    bin_dir = Path(os.sys.executable).parent
-    home = tmp_path / "home"  # Ray's token lives in ~/.ray: keep the test's own
-    home.mkdir()
-    env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    ports = _free_ports(7)
+@dataclass
+class Cluster:
+    """A two-node cluster from infra/runpod's scripts on 127.0.0.1, token auth on."""
+
+    env: dict[str, str]  # a client's: the token in HOME, RAY_AUTH_MODE=token
+    home: Path
+    head: subprocess.CompletedProcess  # head.sh's output
+    head_ports: list[int]
+    node_ports: list[int]
+
+
+BIN = Path(os.sys.executable).parent
+needs_ray_cli = pytest.mark.skipif(shutil.which("ray", path=str(BIN)) is None, reason="ray CLI missing")
+
+
+@pytest.fixture(scope="module")
+def runpod_cluster(tmp_path_factory):
+    """A head (head.sh) and a second node joined to it (worker.sh), one fake GPU each, so that a
+    render's two workers land one on each node. Started once: the job-submit test uses both
+    nodes, then the node-loss test kills the second."""
+    home = tmp_path_factory.mktemp("home")  # Ray's token lives in ~/.ray: keep the tests' own
+    env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token", "PATH": f"{BIN}:{os.environ['PATH']}",
+           # the head declares a silent node dead within ~2 s (default ~15 s)
+           "RAY_health_check_initial_delay_ms": "0", "RAY_health_check_period_ms": "500",
+           "RAY_health_check_timeout_ms": "500", "RAY_health_check_failure_threshold": "3"}
+    # short temp dirs: Ray's socket paths must stay under 108 characters
+    head_dir, node_dir = (tempfile.mkdtemp(prefix=p, dir="/tmp") for p in ("rh", "rn"))
+    head_ports, node_ports = _free_ports(7), _free_ports(7)
+    hf_home = str(tmp_path_factory.mktemp("hf"))
+    try:
+        head = start_node("head.sh", env, head_dir, head_ports, NUM_GPUS="1", HF_HOME=hf_home)
+        # another loopback address: a driver on 127.0.0.1 attaches to the head's raylet, never to this one
+        joined = start_node("worker.sh", env, node_dir, node_ports, NUM_GPUS="1", HF_HOME=hf_home,
+                            HEAD=f"127.0.0.1:{head_ports[0]}", NODE_IP="127.0.0.2")
+        assert f"joined 127.0.0.1:{head_ports[0]} with 1 GPUs from 127.0.0.2" in joined.stdout
+        yield Cluster(env, home, head, head_ports, node_ports)
+    finally:
+        _stop_cluster(node_dir)  # not `ray stop`: that would stop every Ray here, the tests' own too
+        _stop_cluster(head_dir)
+
+
+@needs_ray_cli
+def test_ray_job_submit_against_a_ray_start_head_cluster(runpod_cluster, tmp_path):
+    env, home, ports = runpod_cluster.env, runpod_cluster.home, runpod_cluster.head_ports
+    bin_dir = BIN
     run = lambda *args, **kw: subprocess.run([str(bin_dir / "ray"), *args], env=env, capture_output=True,  # noqa: E731
                                              text=True, timeout=kw.get("timeout", 120), cwd=kw.get("cwd"))
-    temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
-    # the head as a RunPod pod starts it (infra/runpod/head.sh: the token made, token auth on)
-    started = subprocess.run(["bash", str(REPO / "infra" / "runpod" / "head.sh")], capture_output=True, text=True,
-                             timeout=180, env={**env, "NODE_IP": "127.0.0.1", "RAY_PORT": str(ports[0]),
-                                               "DASHBOARD_HOST": "127.0.0.1", "DASHBOARD_PORT": str(ports[1]),
-                                               "NUM_GPUS": "0", "NUM_CPUS": "2", "HF_HOME": str(tmp_path / "hf"),
-                                               # its own agent ports: the tests' own Ray holds the defaults
-                                               "RAY_START_ARGS": " ".join([
-                                                   f"--temp-dir={temp_dir}", f"--dashboard-agent-listen-port={ports[2]}",
-                                                   f"--dashboard-agent-grpc-port={ports[3]}",
-                                                   f"--metrics-export-port={ports[4]}",
-                                                   f"--runtime-env-agent-port={ports[5]}",
-                                                   f"--ray-client-server-port={ports[6]}"])})
-    assert started.returncode == 0, started.stderr[-2000:]
-    assert (home / ".ray" / "auth_token").is_file() and f"Ray head: 127.0.0.1:{ports[0]}" in started.stdout
-    try:
-        from deforum_ray.render.driver import check_cluster
+    assert (home / ".ray" / "auth_token").is_file() and f"Ray head: 127.0.0.1:{ports[0]}" in runpod_cluster.head.stdout
+    from deforum_ray.render.driver import check_cluster
 
-        for gcs in (f"127.0.0.1:{ports[0]}", f"ray://127.0.0.1:{ports[6]}"):  # both greet as gRPC servers do
-            check_cluster(gcs, 20)
-        address = f"http://127.0.0.1:{ports[1]}"
-        out = tmp_path / "renders"
-        # submitted as cron does it: infra/cron/nightly.sh, token auth, one log file a night
-        nightly = lambda jobs: subprocess.run(  # noqa: E731
-            ["bash", str(REPO / "infra" / "cron" / "nightly.sh")], capture_output=True, text=True, timeout=600,
-            env={**env, "RAY_DASHBOARD": address, "JOBS": jobs, "LOG_DIR": str(tmp_path / "logs"),
-                 "OVERRIDES": f"output.uri={out} clips.0.num_frames=13 clips.1.num_frames=6"})
-        for _ in range(20):  # the head's job agent can take a while to come up on a busy machine
-            submitted = nightly("jobs/demo.yaml")
-            logs = max((tmp_path / "logs").iterdir(), key=lambda p: p.stat().st_mtime).read_text()
-            if "No available agent to submit job" not in logs:
-                break
-            time.sleep(3)
-        assert submitted.returncode == 0, logs[-3000:]
-        assert "succeeded" in logs and "finished with exit status 0" in logs
-        video = next(out.glob("demo-*/demo.mp4"))
-        assert str(video) in logs  # the render printed the video path
-        assert "clip lighthouse: 13 frames" in logs and "clip harbour: 6 frames" in logs  # progress lines
-        job_id = next(line.split("'")[1] for line in logs.splitlines() if "Job '" in line)
-        job_logs = run("job", "logs", f"--address={address}", job_id)
-        assert job_logs.returncode == 0 and "clip lighthouse: 13 frames" in job_logs.stdout
-        no_token = subprocess.run([str(bin_dir / "ray"), "job", "status", f"--address={address}", job_id],
-                                  env={**env, "HOME": str(tmp_path / "elsewhere"), "RAY_AUTH_MODE": ""},
-                                  capture_output=True, text=True, timeout=120)
-        assert no_token.returncode != 0  # token authentication is on: a client without it is refused
-        failed = nightly("jobs/no-such-job.yaml")  # the render exits 2: the job fails, and so does the script
-        assert failed.returncode != 0 and "deforum-ray nightly failed" in failed.stderr, failed.stderr
+    for gcs in (f"127.0.0.1:{ports[0]}", f"ray://127.0.0.1:{ports[6]}"):  # both greet as gRPC servers do
+        check_cluster(gcs, 20)
+    address = f"http://127.0.0.1:{ports[1]}"
+    out = tmp_path / "renders"
+    # submitted as cron does it: infra/cron/nightly.sh, token auth, one log file a night
+    nightly = lambda jobs, models="": subprocess.run(  # noqa: E731
+        ["bash", str(REPO / "infra" / "cron" / "nightly.sh")], capture_output=True, text=True, timeout=600,
+        env={**env, "RAY_DASHBOARD": address, "JOBS": jobs, "LOG_DIR": str(tmp_path / "logs"), "MODELS": models,
+             "OVERRIDES": f"output.uri={out} clips.0.num_frames=13 clips.1.num_frames=6"})
+    for _ in range(20):  # the head's job agent can take a while to come up on a busy machine
+        submitted = nightly("jobs/demo.yaml", models="tiny")  # fetched on every node first
+        logs = max((tmp_path / "logs").iterdir(), key=lambda p: p.stat().st_mtime).read_text()
+        if "No available agent to submit job" not in logs:
+            break
+        time.sleep(3)
+    assert submitted.returncode == 0, logs[-3000:]
+    assert "succeeded" in logs and "finished with exit status 0" in logs
+    # MODELS: fetched on each node of the cluster, one line each
+    assert len(re.findall(r"^node \S+: model tiny: built in-process, nothing to fetch$", logs, re.M)) == 2
+    video = next(out.glob("demo-*/demo.mp4"))
+    assert str(video) in logs  # the render printed the video path
+    assert "clip lighthouse: 13 frames" in logs and "clip harbour: 6 frames" in logs  # progress lines
+    job_id = [line.split("'")[1] for line in logs.splitlines() if "Job '" in line][-1]  # the render's
+    job_logs = run("job", "logs", f"--address={address}", job_id)
+    assert job_logs.returncode == 0 and "clip lighthouse: 13 frames" in job_logs.stdout
+    no_token = subprocess.run([str(bin_dir / "ray"), "job", "status", f"--address={address}", job_id],
+                              env={**env, "HOME": str(tmp_path / "elsewhere"), "RAY_AUTH_MODE": ""},
+                              capture_output=True, text=True, timeout=120)
+    assert no_token.returncode != 0  # token authentication is on: a client without it is refused
+    failed = nightly("jobs/no-such-job.yaml")  # the render exits 2: the job fails, and so does the script
+    assert failed.returncode != 0 and "deforum-ray nightly failed" in failed.stderr, failed.stderr
+
+
+def start_node(script: str, env: dict[str, str], temp_dir: str, ports: list[int], **settings: str
+               ) -> subprocess.CompletedProcess:
+    """A Ray node as a RunPod pod starts it (infra/runpod/head.sh: the token made, token auth on;
+    worker.sh: joins ``HEAD``), on 127.0.0.1 with ports of its own: the tests' own Ray holds the
+    defaults. ``ports``: the GCS and dashboard (a head), then Ray's agents and the client server."""
+    gcs, dashboard, listen, grpc, metrics, runtime_env, client = ports[:7]
+    args = [f"--temp-dir={temp_dir}", f"--dashboard-agent-listen-port={listen}", f"--dashboard-agent-grpc-port={grpc}",
+            f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}"]
+    if script == "head.sh":
+        args.append(f"--ray-client-server-port={client}")
+        settings = {"RAY_PORT": str(gcs), "DASHBOARD_HOST": "127.0.0.1", "DASHBOARD_PORT": str(dashboard), **settings}
+    else:
+        args += [f"--node-manager-port={gcs}", f"--object-manager-port={dashboard}"]
+    started = subprocess.run(["bash", str(REPO / "infra" / "runpod" / script)], capture_output=True, text=True,
+                             timeout=180, env={**env, "NODE_IP": "127.0.0.1", "NUM_CPUS": "2",
+                                               "RAY_START_ARGS": " ".join(args), **settings})
+    assert started.returncode == 0, started.stderr[-2000:]
+    return started
+
+
+@needs_ray_cli
+def test_losing_a_node_mid_render_the_job_finishes_on_the_rest_with_the_same_frames(runpod_cluster, ray_cluster,
+                                                                                   tmp_path):
+    """The second node's processes are killed once its worker has logged a frame: its chain
+    continues from its checkpoint on the head's worker; the frames are those of an undisturbed
+    render, and the render names the chain it retried."""
+    import psutil
+
+    reference = render(load_job(three_clips(tmp_path / "undisturbed", frames=40), ["cluster.num_workers=1"]),
+                       progress=False)
+    head_port, node_port = runpod_cluster.head_ports[0], runpod_cluster.node_ports[0]
+    # the second node's raylet: every process of that node is its child (its worker among them)
+    (raylet,) = [p for p in psutil.process_iter(["cmdline"])
+                 if f"--node_manager_port={node_port}" in " ".join(p.info["cmdline"] or [])]
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(three_clips(tmp_path / "out", frames=40)))
+    render_run = subprocess.Popen([str(BIN / "deforum-ray"), "render", str(job), "--no-progress",
+                                   f"cluster.address=127.0.0.1:{head_port}", "cluster.num_workers=2"],
+                                  env=runpod_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        victim = None
+        deadline = time.monotonic() + 240
+        while victim is None and time.monotonic() < deadline and render_run.poll() is None:
+            node_pids = {c.pid for c in raylet.children(recursive=True)}
+            for job_dir in (tmp_path / "out").glob("farm-*"):
+                rows = RenderStore(str(job_dir)).read_runlog()
+                victim = next((r for r in rows if int(r["worker"].rsplit(":", 1)[1]) in node_pids), None)
+            time.sleep(0.05)
+        assert victim is not None, "no chain was ever rendered on the second node"
+        for process in [raylet, *raylet.children(recursive=True)]:
+            process.kill()
+        out, err = render_run.communicate(timeout=300)
     finally:
-        _stop_cluster(temp_dir)  # not `ray stop`: that would stop every Ray here, the tests' own too
+        if render_run.poll() is None:
+            render_run.kill()
+    assert render_run.returncode == 0, err[-3000:]
+    assert f"retried from their checkpoints: {victim['clip']}" in err  # the summary names it
+    job_dir = Path(out.strip().splitlines()[-1]).parent
+    assert frame_hashes(str(job_dir)) == frame_hashes(reference.output_dir)
+    rows = [r for r in RenderStore(str(job_dir)).read_runlog() if r["clip"] == victim["clip"]]
+    workers = {r["worker"] for r in rows}
+    assert len(workers) == 2 and victim["worker"] in workers  # begun on the lost node, ended on the head
+    assert min(r["frame"] for r in rows if r["worker"] != victim["worker"]) > 0  # from a checkpoint
 
 
 def _stop_cluster(temp_dir: str) -> None:
@@ -237,7 +329,7 @@ def _stop_cluster(temp_dir: str) -> None:
     mine = [p for p in psutil.process_iter(["cmdline"]) if any(temp_dir in part for part in (p.info["cmdline"] or []))]
     for process in mine:
         process.terminate()
-    _, alive = psutil.wait_procs(mine, timeout=10)
+    _, alive = psutil.wait_procs(mine, timeout=3)
     for process in alive:
         process.kill()
     shutil.rmtree(temp_dir, ignore_errors=True)

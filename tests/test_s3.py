@@ -9,7 +9,7 @@ import socket
 import pytest
 import yaml
 
-from conftest import cli, render_here, start_cli, status_here, stop_when
+from conftest import render_here, start_cli, status_here, stop_when
 
 BUCKET = "renders"
 
@@ -72,13 +72,13 @@ def test_render_kill_resume_and_status_on_s3(tmp_path, s3, ray_cluster, monkeypa
     uri = f"s3://{BUCKET}/nightly"
     process = start_cli("render", str(path), f"output.uri={uri}", "--no-progress", env=s3)
     stop_when(process, lambda: vouched_frames(s3, "nightly/") >= 12)
-    for key, value in s3.items():  # status runs here, reading the bucket as the CLI would
+    for key, value in s3.items():  # status and the resume run here, reading the bucket as the CLI would
         monkeypatch.setenv(key, value)
     assert "incomplete" in status_here(capsys, uri)[1]
 
-    again = cli("render", str(path), f"output.uri={uri}", "--no-progress", env=s3)
-    assert again.returncode == 0, again.stderr
-    video = again.stdout.strip().splitlines()[-1]
+    code, stdout, err = render_here(capsys, str(path), f"output.uri={uri}")  # resumed on the session's Ray
+    assert code == 0, err
+    video = stdout.strip().splitlines()[-1]
     assert video.startswith(f"{uri}/s3job-") and video.endswith("/s3job.mp4")
     assert bucket_frames(s3, "nightly/") == reference
 

@@ -247,6 +247,14 @@ def model_presets(conf: Path | None = None) -> list[str]:
     return sorted(p.stem for p in ((conf or conf_dir()) / "model").glob("*.yaml"))
 
 
+def preset_model(name: str) -> dict[str, Any] | None:
+    """The ``model`` mapping of the preset ``name`` (``source``, ...), or None if there is none."""
+    conf = conf_dir()
+    if name not in model_presets(conf):
+        return None
+    return dict(_load_yaml(conf / "model" / f"{name}.yaml", f"conf/model/{name}.yaml").get("model") or {})
+
+
 def _load_yaml(path: Path, label: str) -> dict[str, Any]:
     """A YAML mapping from a file, read through :func:`parse_yaml`'s bounds."""
     try:

@@ -383,10 +383,10 @@ def load_weights(model_spec: Any, device: torch.device | str | None = None, dtyp
         model.text_encoder_2.to(text_device)
         return model
     where = _describe_source(source)
+    root, cached = _local_root(source, local_files_only)
     if local_files_only is None:
-        local_files_only = Path(source).expanduser().is_dir() or os.environ.get("HF_HUB_OFFLINE") == "1"
+        local_files_only = cached or os.environ.get("HF_HUB_OFFLINE") == "1"
     common = {"local_files_only": local_files_only, "token": os.environ.get("HF_TOKEN")}
-    root = str(Path(source).expanduser()) if Path(source).expanduser().is_dir() else source
 
     from diffusers import AutoencoderKL, FluxTransformer2DModel
     from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
@@ -460,6 +460,21 @@ def _scheduler_config(root: str, common: dict) -> dict:
         return dict(FlowMatchEulerDiscreteScheduler.load_config(root, subfolder="scheduler", **common))
     except Exception:  # no scheduler folder: assume an unshifted (schnell-style) schedule
         return {}
+
+
+def _local_root(source: str, local_files_only: bool | None) -> tuple[str, bool]:
+    """Where the parts load from, and whether that is on this machine: a folder as it is; a Hub
+    repo from its complete cached snapshot (``fetch-model``), so that loading makes no request;
+    else the repo id (downloading unless ``local_files_only``)."""
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        return str(folder), True
+    if local_files_only is False:
+        return source, False
+    from .fetch import cached_snapshot
+
+    snapshot = cached_snapshot(source)
+    return (snapshot, True) if snapshot is not None else (source, False)
 
 
 def _describe_source(source: str) -> str:

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import yaml
@@ -40,7 +40,8 @@ from .worker import ChainError, ChainJob, ChainReport, FluxWorker
 FrameCallback = Callable[[int, int, Tensor | None], Any]  # (frames done in the job, total frames, latent)
 ATTEMPTS = 3  # a chain that fails this many times fails the job
 FORWARDED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
-                 "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_PROFILE", "HF_TOKEN", "HF_HOME", "HF_HUB_OFFLINE")
+                 "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_PROFILE", "HF_TOKEN", "HF_HOME", "HF_HUB_OFFLINE",
+                 "HF_ENDPOINT")
 
 
 class JobConflict(ValueError):
@@ -60,6 +61,11 @@ class RenderResult:
     resumed: int  # frames found finished in the store
     seconds: float
     reports: tuple[ChainReport, ...] = ()
+
+    @property
+    def retried(self) -> tuple[str, ...]:
+        """The chains that finished on a later attempt (their worker died, or their node was lost)."""
+        return tuple(r.label for r in self.reports if r.attempt > 1)
 
 
 def manifest(render_plan: RenderPlan) -> dict[str, Any]:
@@ -320,7 +326,7 @@ def final_stage(store: RenderStore, render_plan: RenderPlan, spec: JobSpec, pool
     # A caller's resident CPU pool may hold every CPU; the encode must not queue behind it forever.
     cpus = 1 if ray.available_resources().get("CPU", 0) >= 1 else 0
     task = ray.remote(final_task).options(num_cpus=cpus, name="final-stage", **forwarded_env())
-    tracker = ray.remote(num_cpus=0)(Progress).remote()
+    tracker = ray.remote(num_cpus=0)(Progress).options(**on_this_node()).remote()
     bar = tqdm(total=render_plan.video_frames, desc="encode", unit="frame", disable=not progress, file=sys.stderr)
     try:
         encoded = task.remote(store, render_plan, spec, decoder_worker, tracker)
@@ -340,6 +346,16 @@ def final_stage(store: RenderStore, render_plan: RenderPlan, spec: JobSpec, pool
         ray.kill(tracker)
         if own_pool is not None:
             own_pool.shutdown()
+
+
+def on_this_node() -> dict[str, Any]:
+    """Options that pin a helper actor (the progress tracker) to the driver's node: a job loses
+    its driver with that node anyway, and never loses the helper with another (a soft affinity
+    is not enough: Ray spills a zero-CPU actor to any node)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)}
 
 
 def forwarded_env() -> dict[str, Any]:
@@ -364,7 +380,7 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
     A clip's segments wait in ``waiting`` until its anchor chain is done. A chain that fails is
     retried from its checkpoint; one that fails ATTEMPTS times fails the job once the others finish."""
     import ray
-    from ray.exceptions import RayActorError, RayTaskError
+    from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
     from tqdm import tqdm
 
     own_pool = pool is None
@@ -376,12 +392,13 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
         pool.start()
     clips = {clip.name: clip for clip in spec.clips}
     texts = list(dict.fromkeys(t for task in todo for t in clips[task.clip].prompts.values()))
-    embeddings = pool.workers[0].embed.remote(texts)  # once per distinct prompt, shared by reference
+    # Once per distinct prompt, shared by reference; put by the driver, so that the object lives on
+    # its node and outlives the worker (and the node) that computed it.
+    embeddings = ray.put(ray.get(pool.workers[0].embed.remote(texts)))
     if own_pool:
-        ray.get(embeddings)
         ray.get([w.release_text_encoders.remote() for w in pool.workers])
 
-    tracker = ray.remote(num_cpus=0)(Progress).remote()
+    tracker = ray.remote(num_cpus=0)(Progress).options(**on_this_node()).remote()
 
     def job(task: ChainTask, attempt: int) -> ChainJob:
         return ChainJob(task, clips[task.clip], spec.width, spec.height, store.uri, dict(spec.output.storage_options),
@@ -391,13 +408,16 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
     queue = deque((task, 1) for task in todo)
     idle = deque(range(len(pool.workers)))
     running: dict[Any, tuple[list[tuple[ChainTask, int]], int]] = {}
+    # A worker that died is idle again only once Ray has restarted it: on a lost node that may
+    # take long, or never come (nowhere else to place it), so its chains go to the others meanwhile.
+    restarting: dict[Any, int] = {}  # worker.ready() call -> worker index
     reports: list[ChainReport] = []
     failures: list[str] = []
     done = resumed
 
     def settle(task: ChainTask, attempt: int, outcome: ChainReport | BaseException, bar: Any) -> None:
         if isinstance(outcome, ChainReport):
-            reports.append(outcome)
+            reports.append(replace(outcome, attempt=attempt))
             if task.kind is ChainKind.ANCHORS:
                 queue.extend((segment, 1) for segment in waiting.pop(task.clip, []))
                 bar.write(f"clip {task.clip}: {len(task.anchors)} anchors ready; {len(queue)} chains queued", file=sys.stderr)
@@ -426,17 +446,34 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
                     index = idle.popleft()
                     call = pool.workers[index].render.remote([job(t, a) for t, a in batch], embeddings, tracker)
                     running[call] = (batch, index)
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=0.25)
+                ready, _ = ray.wait([*running, *restarting], num_returns=1, timeout=0.25)
                 done = _drain(tracker, bar, callback, done, render_plan.total_frames)
                 for ref in ready:
+                    if ref in restarting:
+                        index = restarting.pop(ref)
+                        try:
+                            ray.get(ref)
+                            idle.append(index)
+                        except ActorUnavailableError:  # still restarting: ask again in a moment
+                            time.sleep(0.1)
+                            restarting[pool.workers[index].ready.remote()] = index
+                        except RayActorError:  # out of restarts: the others carry on without it
+                            bar.write(f"worker {index} is gone for good", file=sys.stderr)
+                        continue
                     batch, index = running.pop(ref)
-                    idle.append(index)  # a dead worker is restarted by Ray; calls to it wait for that
                     try:
                         outcomes: list[Any] = ray.get(ref)
-                    except (RayTaskError, RayActorError) as exc:
-                        outcomes = [exc] * len(batch)  # the worker died: every chain it had is retried
+                        idle.append(index)
+                    except RayTaskError as exc:
+                        outcomes = [exc] * len(batch)
+                        idle.append(index)
+                    except RayActorError as exc:  # the worker died: every chain it had is retried
+                        outcomes = [exc] * len(batch)
+                        restarting[pool.workers[index].ready.remote()] = index
                     for (task, attempt), outcome in zip(batch, outcomes):
                         settle(task, attempt, outcome, bar)
+                if queue and not idle and not running and not restarting:
+                    raise JobFailed(f"no worker left to render {queue[0][0].label} (every worker is gone)")
             # Workers report frames asynchronously: the last reports may land after their task returned.
             expected = resumed + sum(r.frames_rendered for r in reports if r.kind is not ChainKind.ANCHORS)
             deadline = time.monotonic() + 10.0
@@ -487,8 +524,9 @@ def _reason(exc: BaseException, task: ChainTask) -> str:
 
 
 def summary_table(reports: tuple[ChainReport, ...]) -> str:
-    header = ("chain", "frames", "seconds", "frames/s", "together", "worker")
+    header = ("chain", "frames", "seconds", "frames/s", "together", "worker", "attempt")
     rows = [(r.label, f"{r.frames_rendered}{' anchors' if r.kind is ChainKind.ANCHORS else ''}", f"{r.seconds:.1f}",
-             f"{r.frames_rendered / r.seconds:.1f}" if r.seconds else "-", str(r.advanced_together), r.worker)
+             f"{r.frames_rendered / r.seconds:.1f}" if r.seconds else "-", str(r.advanced_together), r.worker,
+             f"{r.attempt} (retried)" if r.attempt > 1 else "1")
             for r in reports]
-    return "\n".join(format_table(header, rows, left=(0, 5)))
+    return "\n".join(format_table(header, rows, left=(0, 5, 6)))

@@ -62,6 +62,7 @@ class ChainReport:
     worker: str
     resumed_from: int | None
     advanced_together: int = 1  # the most chains this worker advanced in one batch
+    attempt: int = 1  # set by the driver: 2 and up when the chain was retried (its worker died, ...)
 
 
 @dataclass

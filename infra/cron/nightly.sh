@@ -10,6 +10,8 @@
 #   DEFORUM_RAY_DIR the folder shipped to the cluster as working_dir (default: this repository)
 #   JOBS            specs, folders or globs, relative to it       (default jobs/nightly)
 #   OVERRIDES       key=value words for every job, e.g. "output.uri=s3://renders/nightly"
+#   MODELS          models to fetch on every node first, e.g. "flux1-schnell" (deforum-ray fetch-model
+#                   --all-nodes: a no-op for a cached model; the workers then load offline)
 #   RUNTIME_ENV     Ray runtime_env file                          (default infra/runtime_env.yaml)
 #   LOG_DIR         one log file per night                        (default $DEFORUM_RAY_DIR/logs)
 #   RAY_AUTH_MODE   token (Ray 2.60): the client sends ~/.ray/auth_token
@@ -32,8 +34,16 @@ status=0
 {
   echo "deforum-ray nightly: $(date -u +%FT%TZ) submitting ${jobs} to ${address}"
   cd "$dir"
-  ray job submit --address "$address" --runtime-env "$runtime_env" --working-dir . -- \
-    deforum-ray render "${job_words[@]}" "${override_words[@]}" --no-progress || status=$?
+  for model in ${MODELS:-}; do
+    if [ "$status" -eq 0 ]; then
+      ray job submit --address "$address" --runtime-env "$runtime_env" --working-dir . -- \
+        deforum-ray fetch-model "$model" --all-nodes --no-progress || status=$?
+    fi
+  done
+  if [ "$status" -eq 0 ]; then
+    ray job submit --address "$address" --runtime-env "$runtime_env" --working-dir . -- \
+      deforum-ray render "${job_words[@]}" "${override_words[@]}" --no-progress || status=$?
+  fi
   echo "deforum-ray nightly: $(date -u +%FT%TZ) finished with exit status ${status}"
 } >>"$log" 2>&1
 if [ "$status" -ne 0 ]; then

@@ -1,0 +1,108 @@
+"""``deforum-ray fetch-model``: a model fetched once into the HF cache, loaded offline after.
+
+The Hub is :class:`fakehub.FakeHub` on loopback serving a saved ``tiny`` folder: the real
+``huggingface_hub`` client, the real cache layout, no network.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import CLI, frame_hashes, only_job_dir, render_here
+from fakehub import GATED, FakeHub
+
+REPO = "acme/tiny-flux"
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:
+    from deforum_ray.model.loading import build_tiny
+
+    folder = tmp_path_factory.mktemp("tiny-flux")
+    build_tiny(seed=0).save_pretrained(folder)
+    return folder
+
+
+def hub_env(hub: FakeHub | str, home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_HUB_OFFLINE")}
+    return {**env, "HF_ENDPOINT": hub if isinstance(hub, str) else hub.url, "HF_HOME": str(home)}
+
+
+def fetch_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, "fetch-model", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_fetch_model_downloads_once_then_finds_it_cached(tiny_folder, tmp_path):
+    home = tmp_path / "hf"
+    with FakeHub({REPO: tiny_folder}) as hub:
+        fetched = fetch_cli(hub_env(hub, home), REPO)
+        assert fetched.returncode == 0, fetched.stderr
+        assert f"model {REPO}: downloaded" in fetched.stdout
+        assert "Fetching 14 files" in fetched.stderr  # the progress bar
+        snapshot = Path(fetched.stdout.strip().split(" into ")[-1])
+        assert snapshot.is_relative_to(home / "hub" / "models--acme--tiny-flux" / "snapshots")
+        for original in (p for p in tiny_folder.rglob("*") if p.is_file()):
+            assert (snapshot / original.relative_to(tiny_folder)).read_bytes() == original.read_bytes()
+        asked = len(hub.requests)
+        again = fetch_cli(hub_env(hub, home), REPO, "--no-progress")
+        assert again.returncode == 0 and f"model {REPO}: already cached" in again.stdout, again.stderr
+        assert again.stderr == "" and len(hub.requests) == asked  # the cache was enough: not one request
+
+
+def test_fetch_model_errors_are_one_line(tiny_folder, tmp_path):
+    home = tmp_path / "hf"
+    with FakeHub({REPO: tiny_folder, "acme/gated-flux": GATED}) as hub:
+        env = hub_env(hub, home)
+        gated = fetch_cli(env, "acme/gated-flux")
+        assert gated.returncode == 2 and gated.stderr.splitlines() == [
+            f"model: acme/gated-flux is gated: accept its licence at {hub.url}/acme/gated-flux and set HF_TOKEN"]
+        missing = fetch_cli(env, "acme/no-such-model")
+        assert missing.returncode == 2 and missing.stderr.splitlines() == [
+            "model: no Hugging Face repo 'acme/no-such-model' (a private one needs HF_TOKEN)"]
+        assert not (home / "hub" / "models--acme--gated-flux" / "snapshots").exists()
+        url = hub.url
+    down = fetch_cli(hub_env(url, home), REPO)  # the hub is gone: nothing cached, nothing to fall back on
+    assert down.returncode == 1 and len(down.stderr.splitlines()) == 1
+    assert down.stderr.startswith(f"deforum-ray: model: cannot reach the Hugging Face Hub at {url} to fetch {REPO}")
+    unknown = fetch_cli(hub_env(url, home), "flux-one")
+    assert unknown.returncode == 2 and "'flux-one' is no model preset (flux1-dev, " in unknown.stderr
+    preset = fetch_cli(hub_env(url, home), "tiny")
+    assert preset.returncode == 0 and preset.stdout.strip() == "model tiny: built in-process, nothing to fetch"
+    folder = fetch_cli(hub_env(url, home), str(tiny_folder))
+    assert folder.returncode == 0 and "a local folder, nothing to fetch" in folder.stdout
+
+
+def test_all_nodes_fetch_then_a_render_loads_the_cached_model_with_the_hub_unreachable(
+        ray_cluster, tiny_folder, tmp_path, capsys, monkeypatch):
+    """One fetch task per node of the running cluster (here the tests' one node), through the CLI;
+    then the hub goes away and a render of the repo loads every part from the cache: its frames
+    are those of a render of the same weights from their folder."""
+    from deforum_ray.cli import main
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # forwarded to the cluster's tasks and actors
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with FakeHub({REPO: tiny_folder}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        (node,) = [n["NodeManagerAddress"] for n in ray_cluster.nodes() if n["Alive"]]
+        capsys.readouterr()
+        assert main(["fetch-model", REPO, "--all-nodes", "--no-progress"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"node {node}: model {REPO}: downloaded") and len(out.splitlines()) == 1
+        assert any("/resolve/" in r for r in hub.requests)
+        assert main(["fetch-model", REPO, "--all-nodes", "--no-progress"]) == 0
+        assert f"node {node}: model {REPO}: already cached" in capsys.readouterr().out
+    job = tmp_path / "job.yaml"
+    job.write_text("name: fetched\nwidth: 64\nheight: 64\nseed: 3\nmotion: {zoom: '0:(1.02)'}\n"
+                   "clips: [{name: a, num_frames: 4, prompts: {0: a lighthouse}}]\n")
+    renders = {}
+    for source in (REPO, str(tiny_folder)):
+        out_dir = tmp_path / f"out-{len(renders)}"
+        model = f"model={{source: {source}, max_text_length: 32}}"
+        code, _, err = render_here(capsys, str(job), model, f"output.uri={out_dir}")
+        assert code == 0, err
+        renders[source] = frame_hashes(only_job_dir(out_dir))
+    assert len(renders[REPO]) == 4 and renders[REPO] == renders[str(tiny_folder)]
