@@ -260,6 +260,55 @@ def _verify_progress(label: str):
     return update
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    """A Deforum settings file or Parseq manifest -> a job spec that validates (nothing rendered)."""
+    import os
+    import secrets
+    import tempfile
+    from pathlib import Path
+
+    from .job.importers import ImportProblem, import_file, imported_yaml
+    from .job.spec import SpecError, load_job
+
+    model = {"model": args.model} if args.model else {}
+    try:  # the model's steps set the least strength that runs a step
+        steps = load_job({"name": "probe", "num_frames": 1, "prompts": {0: "."}, **model}, check_paths=False).steps
+    except SpecError as exc:
+        raise UsageError(exc.errors) from None
+    try:
+        imported = import_file(args.file, random_seed=lambda: secrets.randbelow(2**32), steps=steps)
+    except ImportProblem as exc:
+        raise UsageError([f"deforum-ray import: {exc}"]) from None
+    imported.job = {"name": imported.job["name"], **model, **{k: v for k, v in imported.job.items() if k != "name"}}
+    target = Path(args.output or Path("jobs") / f"{imported.job['name']}.yaml")
+    if target.exists() and not args.force:
+        raise UsageError([f"deforum-ray import: {target} exists; give --force to replace it, or -o another file"])
+    text = imported_yaml(imported, args.file, f"deforum-ray job spec ({__version__})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and validated there (relative paths resolve alike), then renamed
+    # into place: a spec that would not validate never replaces anything.
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".yaml", dir=target.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        try:
+            spec = load_job(temporary, check_paths=False)
+        except SpecError as exc:  # the importer's fault, not the user's: say so
+            print("\n".join([*exc.errors, f"deforum-ray import: the imported spec does not validate (a bug); "
+                              f"{target} was not written"]), file=sys.stderr)
+            return EXIT_FAILED
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    for note in imported.notes:
+        print(note)
+    unused = f"; {len(imported.unused)} settings of other tools not used (listed in its header)" if imported.unused else ""
+    print(f"wrote {target}: {imported.kind}, {spec.total_frames} frames, {len(spec.clips[0].prompts)} prompts"
+          f"{unused}. Next: deforum-ray plan {target}")
+    return EXIT_OK
+
+
 def _cmd_fetch_model(args: argparse.Namespace) -> int:
     from .job.spec import SpecError, model_presets, preset_model
     from .model.fetch import ModelAccessError
@@ -364,6 +413,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true",
                         help="print {jobs: [...], damaged: [...]} as JSON on stdout (for cron and dashboards)")
     status.set_defaults(run=_cmd_status)
+
+    importer = commands.add_parser(
+        "import", help="turn a classic Deforum settings file or a Parseq manifest into a job spec",
+        description="Read a Deforum settings file (the JSON the A1111 extension saves, .txt or .json) or a Parseq "
+                    "manifest and write a job spec that validate accepts; one line per setting not carried over "
+                    "as it was. Nothing is rendered.")
+    importer.add_argument("file", metavar="FILE", help="settings file or Parseq manifest")
+    importer.add_argument("-o", "--output", metavar="SPEC", help="where to write the spec (default jobs/<name>.yaml)")
+    importer.add_argument("--force", action="store_true", help="replace an existing spec")
+    importer.add_argument("--model", metavar="PRESET", help="the model preset the spec names (default: conf's)")
+    importer.set_defaults(run=_cmd_import)
 
     fetch = commands.add_parser(
         "fetch-model", help="download a model into this node's Hugging Face cache (or every node's), so renders "

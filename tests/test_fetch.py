@@ -53,27 +53,46 @@ def test_fetch_model_downloads_once_then_finds_it_cached(tiny_folder, tmp_path):
         assert again.stderr == "" and len(hub.requests) == asked  # the cache was enough: not one request
 
 
-def test_fetch_model_errors_are_one_line(tiny_folder, tmp_path):
-    home = tmp_path / "hf"
+@pytest.fixture
+def hub_here(tmp_path, monkeypatch):
+    """``huggingface_hub`` in this process pointed at ``hub_here(url)`` and a cache of the test's own
+    (it reads both at call time; a subprocess reads HF_ENDPOINT and HF_HOME instead)."""
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "hf" / ".agent_harnesses.json"))
+    return lambda url: monkeypatch.setattr(constants, "ENDPOINT", url)
+
+
+def fetch_here(capsys, *args: str) -> tuple[int, str, str]:
+    from deforum_ray.cli import main
+
+    capsys.readouterr()
+    code = main(["fetch-model", *args, "--no-progress"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_fetch_model_errors_are_one_line(tiny_folder, tmp_path, hub_here, capsys):
     with FakeHub({REPO: tiny_folder, "acme/gated-flux": GATED}) as hub:
-        env = hub_env(hub, home)
-        gated = fetch_cli(env, "acme/gated-flux")
-        assert gated.returncode == 2 and gated.stderr.splitlines() == [
+        hub_here(hub.url)
+        code, _, err = fetch_here(capsys, "acme/gated-flux")
+        assert code == 2 and err.splitlines() == [
             f"model: acme/gated-flux is gated: accept its licence at {hub.url}/acme/gated-flux and set HF_TOKEN"]
-        missing = fetch_cli(env, "acme/no-such-model")
-        assert missing.returncode == 2 and missing.stderr.splitlines() == [
+        code, _, err = fetch_here(capsys, "acme/no-such-model")
+        assert code == 2 and err.splitlines() == [
             "model: no Hugging Face repo 'acme/no-such-model' (a private one needs HF_TOKEN)"]
-        assert not (home / "hub" / "models--acme--gated-flux" / "snapshots").exists()
-        url = hub.url
-    down = fetch_cli(hub_env(url, home), REPO)  # the hub is gone: nothing cached, nothing to fall back on
-    assert down.returncode == 1 and len(down.stderr.splitlines()) == 1
-    assert down.stderr.startswith(f"deforum-ray: model: cannot reach the Hugging Face Hub at {url} to fetch {REPO}")
-    unknown = fetch_cli(hub_env(url, home), "flux-one")
-    assert unknown.returncode == 2 and "'flux-one' is no model preset (flux1-dev, " in unknown.stderr
-    preset = fetch_cli(hub_env(url, home), "tiny")
-    assert preset.returncode == 0 and preset.stdout.strip() == "model tiny: built in-process, nothing to fetch"
-    folder = fetch_cli(hub_env(url, home), str(tiny_folder))
-    assert folder.returncode == 0 and "a local folder, nothing to fetch" in folder.stdout
+        assert not (tmp_path / "hf" / "hub" / "models--acme--gated-flux" / "snapshots").exists()
+    code, _, err = fetch_here(capsys, REPO)  # the hub is gone: nothing cached, nothing to fall back on
+    assert code == 1 and len(err.splitlines()) == 1
+    assert err.startswith(f"deforum-ray: model: cannot reach the Hugging Face Hub at {hub.url} to fetch {REPO}")
+    code, _, err = fetch_here(capsys, "flux-one")
+    assert code == 2 and "'flux-one' is no model preset (flux1-dev, " in err
+    code, out, _ = fetch_here(capsys, "tiny")
+    assert code == 0 and out.strip() == "model tiny: built in-process, nothing to fetch"
+    code, out, _ = fetch_here(capsys, str(tiny_folder))
+    assert code == 0 and "a local folder, nothing to fetch" in out
 
 
 def test_all_nodes_fetch_then_a_render_loads_the_cached_model_with_the_hub_unreachable(

@@ -51,7 +51,7 @@ def refused(capsys, *argv: str, within: float = 20.0) -> str:
     ("", ", prompts: {}", "clips[0].prompts: no prompts; give at least one frame: prompt"),
     ("fps: 1.0e-9", "", "fps: must be [1, 240], got 1e-09"),
     ("", ", motion: {zoom: '0:(²)'}", "expected a value, found '²'"),
-    ("", ", motion: {zoom: '²:(1)'}", "expected a keyframe number, found '²'"),
+    ("", ", motion: {zoom: '²:(1)'}", "expected a keyframe number or a quoted expression, found '²'"),
     ("", ", prompts: {²: 'a fox'}", "prompt keys are frame numbers >= 0"),
     ("", ", motion: {zoom: '0:(" + "+".join(["t"] * 1000) + ")'}",
      f"expression of more than {MAX_EXPRESSION_TERMS} terms"),

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from deforum_ray.job.schedule import ScheduleError, parse_keyframes, parse_schedule
+from deforum_ray.job.schedule import ScheduleError, parse_keyframes, parse_schedule, resolve_keyframes
 
 
 def reference_interp(points: dict[int, float], num_frames: int) -> list[float]:
@@ -54,24 +54,45 @@ def test_keys_in_any_order():
     ordered = parse_schedule("0:(1), 5:(3), 9:(-1)", 12)
     shuffled = parse_schedule("9:(-1), 0:(1), 5:(3)", 12)
     np.testing.assert_array_equal(ordered, shuffled)
-    assert [k.frame for k in parse_keyframes("9:(-1), 0:(1), 5:(3)")] == [0, 5, 9]
+    assert [k.frame for k in parse_keyframes("9:(-1), 0:(1), 5:(3)")] == [9, 0, 5]  # as written
+    assert [k.frame for k in resolve_keyframes(parse_keyframes("9:(-1), 0:(1), 5:(3)"), 12)] == [0, 5, 9]
+
+
+def test_a_repeated_key_means_its_last_value_as_in_deforum():
+    np.testing.assert_array_equal(parse_schedule("0:(1), 10:(2), 10:(3)", 15), parse_schedule("0:(1), 10:(3)", 15))
+    np.testing.assert_array_equal(parse_schedule('0:(1), "max_f":(5), 4:(2)', 5), np.linspace(1, 2, 5))
+
+
+def test_keys_past_the_clip_are_ignored_as_in_deforum():
+    """Deforum reads keys of frames 0 .. max_frames-1 only; the last frame holds the last of those."""
+    np.testing.assert_array_equal(parse_schedule("0:(0), 200:(1)", 120), np.zeros(120))
+    np.testing.assert_array_equal(parse_schedule("0:(0), 10:(1), 20:(5)", 15),
+                                  np.concatenate([np.linspace(0, 1, 11), np.ones(4)]))
+    np.testing.assert_array_equal(parse_schedule("30:(2), 40:(3)", 10), np.full(10, 2.0))  # none within: the first
+
+
+@pytest.mark.parametrize(("text", "frames", "expected"), [
+    # Deforum's default seed_schedule: max_f is the last frame, so "max_f-1" is the one before it,
+    # and its expression (s) goes on to the end
+    ('0:(s), 1:(-1), "max_f-2":(-1), "max_f-1":(s)', 6, [7, -1, -1, -1, 7, 7]),
+    ("0:(0), 'max_f/2':(10)", 11, [0, 2, 4, 6, 8, 10, 10, 10, 10, 10, 10]),  # key 5.0: frame 5
+    ('0:(0), "max_f/4+0.9":(3)', 9, [0, 1.5, 3, 3, 3, 3, 3, 3, 3]),  # key 2.9 truncates to frame 2
+    ('0:(0), "s":(4)', 9, [0, 1, 2, 3, 4, 4, 4, 4, 4]),  # s = 4 here
+    ('"max_f":(t)', 4, [3, 3, 3, 3]),  # an expression key at the end; held back to frame 0
+])
+def test_expression_keys_are_evaluated_for_the_clip(text, frames, expected):
+    np.testing.assert_allclose(parse_schedule(text, frames, seed=7 if "max_f-1" in text else 4), expected)
+
+
+def test_an_expression_key_may_not_use_t():
+    with pytest.raises(ScheduleError, match="may use max_f and s, not t"):
+        parse_keyframes('0:(1), "t+1":(2)')
 
 
 def test_whitespace_anywhere():
     compact = parse_schedule("0:(1.0),10:(sin(t/3)*2+1)", 14)
     spaced = parse_schedule("  0 :\t( 1.0 ) ,\n 10 : ( sin ( t / 3 ) * 2 + 1 )  ", 14)
     np.testing.assert_array_equal(compact, spaced)
-
-
-def test_key_past_the_end_shapes_the_ramp():
-    values = parse_schedule("0:(0), 100:(10)", 11)
-    np.testing.assert_allclose(values, np.arange(11) / 10)
-
-
-def test_expression_key_past_the_end_shapes_the_ramp_with_its_value_there():
-    # At frame 20, t*2 = 40: frames 0..9 ramp from 0 toward 40.
-    values = parse_schedule("0:(0), 20:(t*2)", 10)
-    np.testing.assert_allclose(values, np.arange(10) * 2.0)
 
 
 def test_only_key_past_the_end_holds_its_value():
@@ -106,8 +127,9 @@ def test_random_numeric_keys_match_reference():
         keys = rng.choice(90, size=int(rng.integers(1, 6)), replace=False)
         points = {int(k): float(np.round(rng.normal(), 3)) for k in keys}
         text = ", ".join(f"{k}:({v})" for k, v in points.items())
-        # The oracle works over the extended range so keys past the end shape the ramp.
-        ref = reference_interp(points, max(num_frames, max(points) + 1))[:num_frames]
+        # Keys past the end are ignored (as in Deforum): the oracle sees only those within the clip.
+        within = {k: v for k, v in points.items() if k < num_frames} or {0: points[int(keys[0])]}
+        ref = reference_interp(within, num_frames)
         np.testing.assert_allclose(parse_schedule(text, num_frames), ref, rtol=0, atol=1e-12, err_msg=text)
 
 
@@ -241,7 +263,7 @@ def error_of(text: str, num_frames: int = 10) -> ScheduleError:
         ("0:1.0", 2, "expected '('"),
         ("0:(1.0), 60(1.1)", 11, "expected ':'"),
         ("0 (1.0)", 2, "expected ':'"),
-        ("0:(1), 10:(2), 10:(3)", 15, "duplicate key 10 (first at position 7)"),
+        ('0:(1), "max_f:(2)', 13, "expected '\"' to close the keyframe expression"),
         ("-5:(1)", 0, "must not be negative"),
         ("0:(1), -5:(2)", 7, "must not be negative"),
         ("", 0, "empty schedule"),
@@ -275,7 +297,6 @@ def test_malformed_input_reports_position(text, position, fragment):
         ("0:(10**400)", 3, 0),
         ("0:(t % 0)", 3, 0),
         ("0:(1), 4:(exp(t*1000))", 10, 4),
-        ("0:(1), 20:(1/(t-20))", 11, 20),  # past the end but it shapes the ramp, so it is checked
     ],
 )
 def test_non_finite_results_are_errors(text, position, frame):

@@ -3,7 +3,8 @@
 Grammar (whitespace allowed anywhere between tokens)::
 
     schedule := number | pair ("," pair)* ","?
-    pair     := INT ":" "(" expr ")"
+    pair     := key ":" "(" expr ")"
+    key      := INT | '"' expr '"' | "'" expr "'"     an expression key: over max_f and s
     expr     := term (("+" | "-") term)*
     term     := unary (("*" | "/" | "%") unary)*
     unary    := ("-" | "+") unary | power
@@ -15,6 +16,12 @@ between numeric keys are linearly interpolated. Any other value is an expression
 on every frame from its key up to the next key, over ``t`` (frame index), ``max_f`` (last
 frame index of the clip) and ``s`` (seed). Frames that no expression covers are linearly
 interpolated between their known neighbours, so numbers and expressions mix (as in Deforum).
+
+As in classic Deforum (``parse_key_frames``/``get_inbetweens`` of sd-webui-deforum): a key may be
+an expression in quotes (``"max_f-1":(s)``), truncated to a frame; a key repeated means its last
+value; keys at or past the clip's last frame are ignored (the last frame holds the value of the
+last key within the clip). tests/test_import.py checks real settings files against a reference
+evaluator written from Deforum's code.
 
 The parser is our own, not Python's: it accepts only the operators and functions listed
 below, so a schedule string can never reach ``eval``, attributes or imports.
@@ -148,13 +155,17 @@ Expr = Union[Num, Var, Unary, Binary, Call]
 
 @dataclass(frozen=True)
 class Keyframe:
-    """One ``frame:(value)`` pair. ``number`` is set when the value is a plain number."""
+    """One ``frame:(value)`` pair. ``number`` is set when the value is a plain number; an
+    expression key (``"max_f-1"``) has ``frame`` None and ``frame_expr`` set until
+    :func:`resolve_keyframes` evaluates it for a clip."""
 
-    frame: int
+    frame: int | None
     expr: Expr
     number: float | None
     key_pos: int  # where the frame number starts
     pos: int  # where the value starts, for evaluation errors
+    key_text: str = ""  # the key as written (quotes and all), for tools that rewrite values
+    frame_expr: Expr | None = None
 
 
 def _evaluate(node: Expr, env: dict[str, Value]) -> Value:
@@ -261,13 +272,8 @@ class _Parser:
         if bare is not None:
             return [bare]
         keys: list[Keyframe] = []
-        seen: dict[int, int] = {}
         while True:
-            key = self.pair()
-            if key.frame in seen:
-                raise self.error(f"duplicate key {key.frame} (first at position {seen[key.frame]})", key.key_pos)
-            seen[key.frame] = key.key_pos
-            keys.append(key)
+            keys.append(self.pair())  # a repeated key: the last wins (resolve_keyframes), as in Deforum
             char = self.peek()
             if char == "":
                 break
@@ -276,7 +282,7 @@ class _Parser:
             self.pos += 1
             if self.peek() == "":  # one trailing comma is common in Deforum settings
                 break
-        return sorted(keys, key=lambda k: k.frame)
+        return keys
 
     def bare_number(self) -> Keyframe | None:
         """``"1.0"`` or ``"-0.5"`` alone means that constant on every frame."""
@@ -301,18 +307,31 @@ class _Parser:
     def pair(self) -> Keyframe:
         char = self.peek()
         key_pos = self.pos
-        if char == "-":
-            raise self.error("keyframe must not be negative")
-        if char not in DIGITS:
-            raise self.error(f"expected a keyframe number, found {self.describe_here()}")
-        value, _ = self.number()
-        if not value.is_integer() or not _digits(self.text[key_pos : self.pos]):
-            raise self.error("keyframe must be a whole frame number", key_pos)
-        if value > MAX_KEY:
-            raise self.error(f"keyframe larger than {MAX_KEY}", key_pos)
-        frame = int(value)
-        self.expect(":", f" after keyframe {frame}")
-        self.expect("(", f" to open the value of keyframe {frame}")
+        frame: int | None = None
+        frame_expr: Expr | None = None
+        if char in ("'", '"'):
+            self.pos += 1
+            self.terms = 0
+            frame_expr = self.expr()
+            if _uses(frame_expr, "t"):
+                raise self.error("a keyframe expression may use max_f and s, not t", key_pos)
+            self.expect(char, " to close the keyframe expression")
+            label = self.text[key_pos : self.pos]
+        else:
+            if char == "-":
+                raise self.error("keyframe must not be negative")
+            if char not in DIGITS:
+                raise self.error(f"expected a keyframe number or a quoted expression, found {self.describe_here()}")
+            value, _ = self.number()
+            if not value.is_integer() or not _digits(self.text[key_pos : self.pos]):
+                raise self.error("keyframe must be a whole frame number", key_pos)
+            if value > MAX_KEY:
+                raise self.error(f"keyframe larger than {MAX_KEY}", key_pos)
+            frame = int(value)
+            label = str(frame)
+        key_text = self.text[key_pos : self.pos]
+        self.expect(":", f" after keyframe {label}")
+        self.expect("(", f" to open the value of keyframe {label}")
         open_pos = self.pos - 1
         self.skip_ws()
         value_pos = self.pos
@@ -324,7 +343,7 @@ class _Parser:
             raise self.error(f"expected ')' or an operator, found {self.describe_here()}")
         self.pos += 1
         number = _plain_number(expr)
-        return Keyframe(frame, expr, number, key_pos, value_pos)
+        return Keyframe(frame, expr, number, key_pos, value_pos, key_text, frame_expr)
 
     # -- expressions ---------------------------------------------------------------------------
     def expr(self) -> Expr:
@@ -450,6 +469,18 @@ class _Parser:
             raise self.error("only the listed functions can be called")
 
 
+def _uses(node: Expr, name: str) -> bool:
+    if isinstance(node, Var):
+        return node.name == name
+    if isinstance(node, Unary):
+        return _uses(node.operand, name)
+    if isinstance(node, Binary):
+        return _uses(node.left, name) or _uses(node.right, name)
+    if isinstance(node, Call):
+        return any(_uses(arg, name) for arg in node.args)
+    return False
+
+
 def _plain_number(expr: Expr) -> float | None:
     """A literal, optionally signed, is a numeric keyframe (interpolated); anything else is not."""
     if isinstance(expr, Num):
@@ -464,7 +495,7 @@ def _plain_number(expr: Expr) -> float | None:
 
 
 def parse_keyframes(text: str | int | float) -> list[Keyframe]:
-    """Parse a schedule into keyframes sorted by frame. Raises ``ScheduleError``."""
+    """Parse a schedule into keyframes, in the order written. Raises ``ScheduleError``."""
     if isinstance(text, bool):
         raise ScheduleError(str(text), 0, "a schedule is a string or a number, not a boolean")
     if isinstance(text, (int, float)):
@@ -474,17 +505,42 @@ def parse_keyframes(text: str | int | float) -> list[Keyframe]:
     return _Parser(text).schedule()
 
 
+def resolve_keyframes(keys: list[Keyframe], num_frames: int, seed: int = 0, text: str = "") -> list[Keyframe]:
+    """The keys that shape a clip of ``num_frames`` frames, sorted by frame: expression keys
+    evaluated (``max_f`` = num_frames - 1, truncated toward zero, as Deforum's ``int()``), the
+    last of a repeated key kept, keys outside the clip dropped."""
+    max_f = float(num_frames - 1)
+    by_frame: dict[int, Keyframe] = {}
+    for key in keys:
+        frame = key.frame
+        if frame is None:
+            with np.errstate(all="ignore"):
+                value = float(np.asarray(_evaluate(key.frame_expr, {"max_f": max_f, "s": float(seed)})))  # type: ignore[arg-type]
+            if not math.isfinite(value):
+                raise ScheduleError(text, key.key_pos, f"keyframe expression is not finite ({value})")
+            frame = int(value)
+            key = Keyframe(frame, key.expr, key.number, key.key_pos, key.pos, key.key_text, key.frame_expr)
+        by_frame.pop(frame, None)  # the last one written wins
+        by_frame[frame] = key
+    return sorted((k for f, k in by_frame.items() if 0 <= f < num_frames), key=lambda k: k.frame or 0)
+
+
 def evaluate_keyframes(
     keys: list[Keyframe], num_frames: int, seed: int = 0, text: str = ""
 ) -> np.ndarray:
     """Per-frame float64 values of parsed keyframes for a clip of ``num_frames`` frames.
 
-    Known points are the numeric keys and every frame an expression covers (from its key up
-    to the next key; for a key past the clip only its own frame, which still shapes the ramp
-    toward it). Everything else is linear interpolation, holding the ends.
+    Known points are the numeric keys within the clip and every frame an expression covers
+    (from its key up to the next key). Everything else is linear interpolation, holding the
+    ends. No key within the clip: the value at frame 0 of the first key's (Deforum fails there).
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    within = resolve_keyframes(keys, num_frames, seed, text)
+    if not within:  # every key is past the clip: its first key's value, from frame 0 on
+        first = keys[0]
+        within = [Keyframe(0, first.expr, first.number, first.key_pos, first.pos, first.key_text)]
+    keys = within
     known_x: list[np.ndarray] = []
     known_y: list[np.ndarray] = []
     max_f = float(num_frames - 1)
@@ -505,8 +561,6 @@ def evaluate_keyframes(
             raise ScheduleError(text, key.pos, f"value is not finite ({values[bad][0]}) at frame {frame}")
         known_x.append(frames)
         known_y.append(values)
-        if key.frame >= num_frames:
-            break  # the first key past the end is the last one that shapes any frame
     x = np.concatenate(known_x)
     y = np.concatenate(known_y)
     return np.interp(np.arange(num_frames, dtype=np.float64), x, y).astype(np.float64)
