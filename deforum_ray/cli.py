@@ -349,9 +349,8 @@ def _fetch_on_every_node(source: str, args: argparse.Namespace) -> int:
     def done(fetched: NodeFetch, nodes: int) -> None:
         bar.total = nodes
         bar.update(1)
-        line = fetched.result.line() if fetched.result else f"failed: {first_line(fetched.error or '')}"
         if not args.no_progress:
-            bar.write(f"node {fetched.node}: {line}", file=sys.stderr)
+            bar.write(fetched.line(), file=sys.stderr)
 
     try:
         fetched = fetch_on_every_node(source, args.address, on_done=done)
@@ -361,7 +360,7 @@ def _fetch_on_every_node(source: str, args: argparse.Namespace) -> int:
         bar.close()
     failed = [f for f in fetched if f.error is not None]
     for f in fetched:
-        print(f"node {f.node}: {f.result.line() if f.result else 'failed: ' + first_line(f.error or '')}")
+        print(f.line())
     if failed and all(isinstance(f.error, ModelAccessError) for f in failed):
         return EXIT_USAGE
     return EXIT_FAILED if failed else EXIT_OK

@@ -316,7 +316,6 @@ class _Parser:
             if _uses(frame_expr, "t"):
                 raise self.error("a keyframe expression may use max_f and s, not t", key_pos)
             self.expect(char, " to close the keyframe expression")
-            label = self.text[key_pos : self.pos]
         else:
             if char == "-":
                 raise self.error("keyframe must not be negative")
@@ -328,10 +327,9 @@ class _Parser:
             if value > MAX_KEY:
                 raise self.error(f"keyframe larger than {MAX_KEY}", key_pos)
             frame = int(value)
-            label = str(frame)
         key_text = self.text[key_pos : self.pos]
-        self.expect(":", f" after keyframe {label}")
-        self.expect("(", f" to open the value of keyframe {label}")
+        self.expect(":", f" after keyframe {key_text}")
+        self.expect("(", f" to open the value of keyframe {key_text}")
         open_pos = self.pos - 1
         self.skip_ws()
         value_pos = self.pos

@@ -47,13 +47,6 @@ class FetchResult:
         return f"model {self.source}: {self.state}, nothing to fetch"
 
 
-def hub_repo(source: str) -> str | None:
-    """The Hub repository a ``model.source`` names; None for ``tiny``, ``random:...`` and folders."""
-    if source == "tiny" or source.startswith(RANDOM_PREFIX) or Path(source).expanduser().is_dir():
-        return None
-    return source
-
-
 def cached_snapshot(repo: str) -> str | None:
     """The complete cached snapshot folder of ``repo``, or None (no network request either way)."""
     from huggingface_hub import snapshot_download
@@ -70,14 +63,14 @@ def fetch_model(source: str, *, progress: bool = True) -> FetchResult:
     the HF cache (a complete cached copy is only checked), accept a folder as it is. Raises
     :class:`ModelAccessError` (gated, private, unknown) or :class:`ModelError` with one line."""
     start = time.monotonic()
-    repo = hub_repo(source)
-    if repo is None:
-        if source == "tiny" or source.startswith(RANDOM_PREFIX):
-            return FetchResult(source, source, "built in-process", 0, 0.0)
-        folder = Path(source).expanduser()
+    if source == "tiny" or source.startswith(RANDOM_PREFIX):
+        return FetchResult(source, source, "built in-process", 0, 0.0)
+    folder = Path(source).expanduser()
+    if folder.is_dir():
         if not (folder / "model_index.json").is_file():
             raise ModelError(f"model: folder {str(folder)!r} has no model_index.json: not a diffusers model folder")
         return FetchResult(source, str(folder), "a local folder", 0, 0.0)
+    repo = source
     if repo.count("/") != 1 or repo.startswith(("/", ".", "~")):
         raise ModelError(f"model: {source!r} is neither a folder here nor a Hugging Face repo id (owner/name)")
     cached = cached_snapshot(repo)

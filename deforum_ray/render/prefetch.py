@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from ..errors import first_line
 from ..model.fetch import FetchResult, fetch_model
 from .driver import check_cluster, connect, forwarded_env
 
@@ -19,6 +20,9 @@ class NodeFetch:
     node: str  # the node's IP address
     result: FetchResult | None
     error: Exception | None  # the node's own one-line error, unwrapped from Ray's
+
+    def line(self) -> str:
+        return f"node {self.node}: {self.result.line() if self.result else 'failed: ' + first_line(self.error or '')}"
 
 
 def fetch_on_every_node(source: str, address: str | None, *, connect_timeout: float = 30.0,
