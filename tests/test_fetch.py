@@ -93,6 +93,10 @@ def test_fetch_model_errors_are_one_line(tiny_folder, tmp_path, hub_here, capsys
     assert code == 0 and out.strip() == "model tiny: built in-process, nothing to fetch"
     code, out, _ = fetch_here(capsys, str(tiny_folder))
     assert code == 0 and "a local folder, nothing to fetch" in out
+    code, _, err = fetch_here(capsys, "./no-such-folder")
+    assert code == 2 and err.strip() == "model: './no-such-folder' is neither a folder here nor a Hugging Face repo id (owner/name)"
+    code, _, err = fetch_here(capsys, str(tmp_path))  # a folder, but no model in it
+    assert code == 2 and err.strip().endswith("has no model_index.json: not a diffusers model folder")
 
 
 def test_all_nodes_fetch_then_a_render_loads_the_cached_model_with_the_hub_unreachable(

@@ -27,7 +27,8 @@ MODEL_FILES = ["model_index.json", "scheduler/*", "transformer/*", "vae/*", "tex
 
 
 class ModelAccessError(ModelError):
-    """The Hub refused the model: gated, private or no such repository (the user's to fix: exit 2)."""
+    """The model named cannot be had: gated, private, no such repository, or not a model folder or
+    repo id at all (the user's to fix: exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,11 @@ def fetch_model(source: str, *, progress: bool = True) -> FetchResult:
     folder = Path(source).expanduser()
     if folder.is_dir():
         if not (folder / "model_index.json").is_file():
-            raise ModelError(f"model: folder {str(folder)!r} has no model_index.json: not a diffusers model folder")
+            raise ModelAccessError(f"model: folder {str(folder)!r} has no model_index.json: not a diffusers model folder")
         return FetchResult(source, str(folder), "a local folder", 0, 0.0)
     repo = source
     if repo.count("/") != 1 or repo.startswith(("/", ".", "~")):
-        raise ModelError(f"model: {source!r} is neither a folder here nor a Hugging Face repo id (owner/name)")
+        raise ModelAccessError(f"model: {source!r} is neither a folder here nor a Hugging Face repo id (owner/name)")
     cached = cached_snapshot(repo)
     if cached is not None:
         return FetchResult(source, cached, "cached", _size(cached), time.monotonic() - start)
