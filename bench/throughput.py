@@ -16,7 +16,9 @@ strength 0.5, ``color_coherence: match_first``, a slow zoom.
 
 The table gives ms/frame, frames/s, the ratio to (a), the transformer's TFLOP/s and its share of
 the bf16 matmul rate measured in the same run, the GPU's peak memory (nvidia-smi: every process)
-and the worker's own peak (torch's reserved memory, from the run log).
+and the worker's own peak (torch's reserved memory, from the run log). Variants ``-c2``, ``-c4``
+render at diffusion cadence 2 and 4; every row also gives the frames diffused and the flicker of
+clip c0 (``bench/cadence.py``: the latent change the camera does not explain, mean and spread).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from deforum_ray.model.loading import build_random  # noqa: E402
 from deforum_ray.store import RenderStore  # noqa: E402
+from cadence import flicker  # noqa: E402  (bench/cadence.py)
 
 STEPS, STRENGTH = 4, 0.5
 PASSES = round(STEPS * STRENGTH)  # transformer passes per frame after the first
@@ -60,6 +63,10 @@ VARIANTS = {
     "k4-fp8-compiled-full-encoders": (4, {"precision": "fp8", "compile": True}, FULL_ENCODERS),
     "k4-fp8-compiled": (4, {"precision": "fp8", "compile": True}, None),
     "k4-compiled-cudagraphs": (4, {"compile": True, "compile_mode": "reduce-overhead"}, None),
+    "compiled-c2": (1, {"compile": True, "cadence": 2}, None),  # diffusion cadence (a render setting)
+    "compiled-c4": (1, {"compile": True, "cadence": 4}, None),
+    "k4-compiled-c2": (4, {"compile": True, "cadence": 2}, None),
+    "k4-compiled-c4": (4, {"compile": True, "cadence": 4}, None),
     "k4-fp8-compiled-cudagraphs-full-encoders": (4, {"precision": "fp8", "compile": True,
                                                      "compile_mode": "reduce-overhead"}, FULL_ENCODERS),
 }
@@ -167,7 +174,7 @@ def render_job(size: int, chains: int, frames: int, cluster: dict, out: Path, so
     model = {"preset": "flux1-schnell-random", "precision": cluster.pop("precision", "bf16"),
              "source": source or "random:flux1-schnell"}
     return {
-        "name": "bench", "model": model, "width": size, "height": size, "seed": 1,
+        "name": "bench", "model": model, "width": size, "height": size, "seed": 1, "cadence": cluster.pop("cadence", 1),
         "strength": STRENGTH, "steps": STEPS, "color_coherence": "match_first",
         "motion": {"zoom": "0:(1.02)", "angle": "0:(0.3)"},
         "clips": [{"name": f"c{i}", "num_frames": frames, "prompts": {0: "a lighthouse at dusk"}} for i in range(chains)],
@@ -207,6 +214,7 @@ def render(size: int, variant: str, frames: int, work: Path, cache: Path) -> dic
     first = min(rows, key=lambda r: r["timestamp"])
     steady = (len(stamps) - 1) / (stamps[-1] - stamps[0])
     return {"variant": variant, "size": size, "chains": chains, "frames": len(rows), "fps": steady,
+            "diffused": sum(1 for r in rows if r["diffused"]), **flicker(job_dir),
             "ms_per_frame": 1000 / steady, "first_frame_s": first["seconds"], "wall_s": wall,
             # the command's start to its first frame written: Ray, model load, embedding, placing, compiling
             "start_to_first_frame_s": first["timestamp"] - started_at,
@@ -231,7 +239,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512])
     parser.add_argument("--variants", default="eager,eager-sync,k4-eager")
-    parser.add_argument("--frames", type=int, default=40, help="frames of a one-chain render (4 chains: 24 each)")
+    parser.add_argument("--frames", type=int, default=40, help="frames of a one-chain render")
+    parser.add_argument("--k4-frames", type=int, default=24, help="frames of each chain of a 4-chain render")
     parser.add_argument("--baseline-frames", type=int, default=12)
     parser.add_argument("--offload-frames", type=int, default=0, help="(b), when accelerate is installed")
     parser.add_argument("--work", default=None, help="folder for renders and the compile cache")
@@ -269,7 +278,7 @@ def main() -> None:
 
     for size in args.sizes:
         for variant in args.variants.split(","):
-            frames = args.frames if variant_settings(variant)[0] == 1 else 24
+            frames = args.frames if variant_settings(variant)[0] == 1 else args.k4_frames
             row = render(size, variant, frames, work, work / "compile-cache")
             results.append(row)
             print(json.dumps(row), flush=True)
@@ -278,13 +287,15 @@ def main() -> None:
         if "fps" in row:
             base = next(r for r in results if r["size"] == row["size"] and r["variant"].startswith("(a)"))
             row["ratio"] = row["fps"] / base["fps"]
-            tflops = facts[f"tflop_per_pass_{row['size']}"] * PASSES * row["fps"]
+            diffused_share = row.get("diffused", row.get("frames", 1)) / row.get("frames", 1)  # cadence: fewer passes
+            tflops = facts[f"tflop_per_pass_{row['size']}"] * PASSES * row["fps"] * diffused_share
             row["transformer_tflops"] = tflops
             row["matmul_share"] = tflops / facts["matmul_tflops"]
     Path(args.out).write_text(json.dumps({"facts": facts, "results": results}, indent=2))
     print(f"\n{facts['gpu']}, torch {facts['torch']}, bf16 matmul {facts['matmul_tflops']:.0f} TFLOP/s")
     print(f"{'size':>5} {'variant':<28} {'ms/frame':>9} {'frames/s':>9} {'ratio':>6} {'TFLOP/s':>8} {'share':>6} "
-          f"{'1st s':>6} {'start s':>7} {'peak GiB':>8} {'worker':>6} {'PSNR':>5}")
+          f"{'1st s':>6} {'start s':>7} {'peak GiB':>8} {'worker':>6} {'PSNR':>5} {'diffused':>8} {'flicker':>7} "
+          f"{'spread':>6}")
     for row in results:
         if "fps" not in row:
             print(f"{row['size']:>5} {row['variant']:<28} failed: {row.get('error')}")
@@ -292,7 +303,8 @@ def main() -> None:
         print(f"{row['size']:>5} {row['variant']:<28} {row['ms_per_frame']:9.1f} {row['fps']:9.2f} {row['ratio']:6.2f} "
               f"{row['transformer_tflops']:8.0f} {row['matmul_share']:6.1%} {row.get('first_frame_s', 0):6.1f} "
               f"{row.get('start_to_first_frame_s', 0):7.1f} "
-              f"{row.get('peak_gib', 0):8.1f} {row.get('worker_peak_gib', 0):6.1f} {row.get('psnr_to_bf16') or 0:5.1f}")
+              f"{row.get('peak_gib', 0):8.1f} {row.get('worker_peak_gib', 0):6.1f} {row.get('psnr_to_bf16') or 0:5.1f} "
+              f"{row.get('diffused', 0):8d} {row.get('flicker_mean', 0):7.4f} {row.get('flicker_std', 0):6.4f}")
 
 
 if __name__ == "__main__":

@@ -42,8 +42,9 @@ import numpy as np
 
 MARKER = ".ok"
 TEMPORARY = ".tmp"  # a local write in progress: <name>.<random>.tmp beside its object, never vouched for
-# chains: advanced together; gpu_peak_gib: the worker's peak GPU memory reserved so far (empty on a CPU)
-RUNLOG_COLUMNS = ("clip", "segment", "frame", "worker", "chains", "seconds", "timestamp", "gpu_peak_gib")
+# chains: advanced together; diffused: denoised, not warped between cadence keys (empty in logs written
+# before cadence); gpu_peak_gib: the worker's peak GPU memory reserved so far (empty on a CPU)
+RUNLOG_COLUMNS = ("clip", "segment", "frame", "worker", "chains", "diffused", "seconds", "timestamp", "gpu_peak_gib")
 
 
 def worker_name() -> str:

@@ -13,14 +13,21 @@ import pytest
 
 from conftest import (EVERY, SEGMENTED, frame_hashes, only_job_dir, render_here, resume_job, start_cli,
                       status_here, stop_when)
+from deforum_ray.job.frames import Cadence
 from deforum_ray.store import RenderStore
+
+
+# The Ctrl-C/SIGKILL job diffuses every third frame and checkpoints every third: each checkpoint
+# falls between two keys (its state holds both), the hardest place to resume from.
+CADENCED = {"cadence": 3, "cluster": {"checkpoint_every": 3, "cpu_threads": 1}}
+CADENCED_EVERY = 3
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, ray_cluster) -> dict[str, str]:
     """The frames of an uninterrupted render (in this process: the same bytes, see ``resume_job``)."""
     folder = tmp_path_factory.mktemp("reference")
-    assert render_here(None, str(resume_job(folder)), f"output.uri={folder / 'out'}")[0] == 0
+    assert render_here(None, str(resume_job(folder, **CADENCED)), f"output.uri={folder / 'out'}")[0] == 0
     hashes = frame_hashes(only_job_dir(folder / "out"))
     assert len(hashes) == 162
     return hashes
@@ -65,10 +72,12 @@ def test_workers_of_a_killed_driver_stop_instead_of_finishing_their_chain(tmp_pa
 
 
 def test_ctrl_c_then_sigkill_mid_clip_resume_bit_identically(tmp_path, reference, capsys):
-    """A render stopped twice, cleanly (Ctrl-C) and then outright (SIGKILL), ends with the frames
-    of an uninterrupted one; each run picks up from the last good checkpoint."""
+    """A render at cadence 3 stopped twice, cleanly (Ctrl-C) and then outright (SIGKILL), ends with
+    the frames of an uninterrupted one; each run picks up from the last good checkpoint, which
+    lies between two diffused frames."""
     out = tmp_path / "out"
-    job = resume_job(tmp_path)
+    job = resume_job(tmp_path, **CADENCED)
+    every = CADENCED_EVERY
     process = start_cli("render", str(job), f"output.uri={out}", "--no-progress")
     stop_when(process, lambda: frames_written(out) >= 23, sig=signal.SIGINT)
     assert process.returncode == 130
@@ -76,7 +85,7 @@ def test_ctrl_c_then_sigkill_mid_clip_resume_bit_identically(tmp_path, reference
     interrupted_at = frames_written(out)
 
     process = start_cli("render", str(job), f"output.uri={out}", "--no-progress")
-    stop_when(process, lambda: frames_written(out) >= max(37, interrupted_at + 2 * EVERY))  # mid-clip
+    stop_when(process, lambda: frames_written(out) >= max(37, interrupted_at + 2 * every))  # mid-clip
     assert process.returncode == -signal.SIGKILL
     killed_at = frames_written(out)  # stop_when returned: nothing of that render runs any more
     assert killed_at < 150
@@ -94,11 +103,15 @@ def test_ctrl_c_then_sigkill_mid_clip_resume_bit_identically(tmp_path, reference
     runs = sorted({r["worker"] for r in rows}, key=lambda w: min(r["timestamp"] for r in rows if r["worker"] == w))
     assert len(runs) == 3  # interrupted, killed, finished
     resumed_from = min(r["frame"] for r in rows if r["worker"] == runs[2] and r["clip"] == "long")
-    assert resumed_from % EVERY == 0 and 0 < resumed_from <= killed_at
+    assert resumed_from % every == 0 and 0 < resumed_from <= killed_at
+    checkpoint = RenderStore(str(job_dir)).get_checkpoint("long", 0, resumed_from)
+    assert checkpoint is not None and "next_key" in checkpoint  # resumed between two keys
     before = [r for r in rows if r["clip"] == "long" and r["frame"] < resumed_from]
     assert sorted(r["frame"] for r in before) == list(range(resumed_from))  # each exactly once, over all runs
     assert all(r["worker"] in runs[:2] for r in before)
-    assert killed_at - resumed_from < 2 * EVERY  # at most the frames since the last checkpoint are redone
+    assert killed_at - resumed_from < 2 * every  # at most the frames since the last checkpoint are redone
+    assert [r["frame"] for r in sorted(rows, key=lambda r: r["frame"]) if r["clip"] == "long" and r["diffused"]] \
+        == Cadence(0, 150, 3).keys()
     assert "complete" in status_here(capsys, str(out))[1]
 
 

@@ -158,7 +158,9 @@ def test_deforums_default_settings_say_what_did_not_carry_over(tmp_path, capsys)
     seed = load_job(out).seed
     assert f"changed: seed -1 (a new random seed each run) → {seed}, fixed so that the render repeats" in lines
     assert 'ignored: translation_z "0: (1.75)" — 3D motion is not supported yet (Step 15)' in lines
-    assert "ignored: diffusion_cadence 2 — every frame is diffused: cadence is not supported yet (Step 14)" in lines
+    assert load_job(out).clips[0].cadence == 2
+    assert ("changed: diffusion_cadence 2 → cadence 2 (each frame between two diffused ones blends both, warped to "
+            "it; Deforum's blends the two before it)") in lines
     assert any(line.startswith("ignored: noise_schedule") for line in lines)
     assert 'changed: strength_schedule "0: (0.65)" (the share kept) → strength "0:(0.35)" (the share of steps run)' \
         in lines
@@ -241,14 +243,26 @@ def test_motion_strength_border_and_fps():
     assert any(n.startswith('ignored: zoom "0:(where(t>5, 1, 2))" — cannot read it here') for n in unreadable.notes)
 
 
-def test_3d_and_cadence_settings_are_reported_until_they_exist():
-    imported = deforum(animation_mode="3D", translation_z="0:(0), 10:(2)", rotation_3d_y="0:(0)",
-                       diffusion_cadence=3)
+def test_3d_settings_are_reported_until_they_exist():
+    imported = deforum(animation_mode="3D", translation_z="0:(0), 10:(2)", rotation_3d_y="0:(0)")
     notes = imported.notes
     assert any(n.startswith("changed: animation_mode 3D → 2D") for n in notes)
     assert any(n.startswith("ignored: translation_z") for n in notes)
     assert not any(n.startswith("ignored: rotation_3d_y") for n in notes)  # at rest: nothing lost
-    assert "ignored: diffusion_cadence 3 — every frame is diffused: cadence is not supported yet (Step 14)" in notes
+
+
+@pytest.mark.parametrize(("value", "cadence", "note"), [
+    (3, 3, "changed: diffusion_cadence 3 → cadence 3"),
+    ("4", 4, "changed: diffusion_cadence 4 → cadence 4"),  # some versions save it as text
+    (1, None, None),  # every frame, as here by default: nothing to say
+    ("2.5", None, "ignored: diffusion_cadence \"2.5\" — expected a whole number of frames, at least 1"),
+    (0, None, "ignored: diffusion_cadence 0 — expected a whole number of frames, at least 1"),
+])
+def test_deforums_diffusion_cadence_becomes_cadence(value, cadence, note):
+    imported = deforum(diffusion_cadence=value)
+    said = [n for n in imported.notes if "cadence" in n]
+    assert len(said) == (note is not None) and all(n.startswith(note) for n in said)
+    assert load_job(imported.job).clips[0].cadence == (cadence or 1)
 
 
 # --- Parseq -------------------------------------------------------------------------------------
@@ -338,3 +352,12 @@ def test_import_file_bounds_its_input(tmp_path):
         import_file(huge, random_seed=lambda: 0)
     with pytest.raises(ImportProblem, match="every row needs a whole frame number"):
         from_parseq({"rendered_frames": [{"frame": "0"}]}, "x")
+
+
+def test_parseqs_cadence_option_becomes_cadence():
+    manifest = parseq_manifest()
+    manifest["options"]["cadence"] = 3
+    imported = from_parseq(manifest, "p")
+    assert imported.job["cadence"] == 3 and load_job(imported.job).clips[0].cadence == 3
+    assert any(n.startswith("changed: options.cadence 3 → cadence 3") for n in imported.notes)
+    assert "cadence" not in from_parseq(parseq_manifest(), "p").job  # 1: every frame, the default

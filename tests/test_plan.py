@@ -87,7 +87,7 @@ def test_format_plan_is_readable(tmp_path):
     row = next(line for line in lines if line.startswith("lighthouse "))
     assert row.split()[:5] == ["lighthouse", "24", "2", "50", "42"]
     total = next(line for line in lines if line.startswith("total"))
-    assert total.split() == ["total", "48", "3", "100"]
+    assert total.split() == ["total", "48", "3", "100", "48"]  # every frame diffused (cadence 1)
     assert "  lighthouse/anchors  frames 0, 12  (2 anchors, anchor_strength 0.6, blend 11)" in lines
     assert "  lighthouse/1  frames 12-23  (12)  from anchor 12" in lines
     assert any(line.startswith("video 48 frames") for line in lines)

@@ -216,6 +216,8 @@ BAD_OVERRIDES = [
     (["clips.1.segment_length=4", "clips.1.blend=9"], "clips[1].blend: must be < segment_length (4)"),
     (["segment_length=4", "anchor_strength=0.1"], "anchor_strength: 0.1 runs 0 of 4 steps for clip 'a'; use an anchor_strength above 0.125"),
     (["anchor_strength=0"], "anchor_strength: must be (0, 1], got 0"),
+    (["clips.1.cadence=0"], "clips[1].cadence: must be [1, 1000000], got 0"),
+    (["cadence=2.5"], "cadence: expected a whole number, got float 2.5"),
     (["clips=[]"], "clips: no clips"),
     (["num_frames=10"], "num_frames: give either clips or top-level prompts + num_frames, not both"),
     # paths: init image readable, output writable, model weights present

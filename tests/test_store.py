@@ -63,7 +63,8 @@ def test_run_log_is_parquet_rows(tmp_path):
     import pyarrow.parquet as pq
 
     store = RenderStore(str(tmp_path / "job"))
-    rows = [{"clip": "c", "segment": 0, "frame": n, "worker": "w:1", "chains": 1, "seconds": 0.1, "timestamp": 100.0 + n,
+    rows = [{"clip": "c", "segment": 0, "frame": n, "worker": "w:1", "chains": 1, "diffused": n != 1, "seconds": 0.1,
+             "timestamp": 100.0 + n,
              "gpu_peak_gib": None if n < 2 else 23.5} for n in range(3)]  # empty on a CPU worker
     store.put_runlog(rows[:2], "w:1")
     store.put_runlog(rows[2:], "w:1")
@@ -82,7 +83,7 @@ def test_run_log_is_parquet_rows(tmp_path):
 def _frame_writer(tmp_path, depth: int, every: int = 2):
     import numpy as np
 
-    from deforum_ray.frame.loop import LoopState
+    from deforum_ray.frame.loop import FrameOut, LoopState
     from deforum_ray.job.plan import ChainTask, Segment
     from deforum_ray.render.sinks import FrameWriter, WriteQueue
 
@@ -92,7 +93,7 @@ def _frame_writer(tmp_path, depth: int, every: int = 2):
 
     def frame(n: int) -> None:
         z = torch.full((1, 16, 2, 2), float(n))
-        writer(n, z, LoopState(n + 1, z, -z, None), 1, np.full((16, 16, 3), n, np.uint8))
+        writer(FrameOut(n, z, LoopState(n + 1, z, -z, None), True, picture=np.full((16, 16, 3), n, np.uint8)))
 
     return store, writer, frame
 

@@ -5,6 +5,13 @@ k ... steps-1, match colour statistics on the latent that is carried forward, de
 loop state is :class:`LoopState` (latent, previous noise, colour reference, frame index): a few
 small tensors, so a checkpoint of it resumes the chain bit-exactly.
 
+With a cadence N (Deforum's ``diffusion_cadence``) a chain diffuses only its key frames (every
+N-th and its last; :class:`~deforum_ray.job.frames.Cadence`): a key is the key before it warped
+by the motion of the whole gap, and each frame between two keys a < f < b is z_a warped forward to
+f blended with z_b warped back to f, by (f - a)/(b - a) (:func:`between_keys`). The in-betweens are
+handed on after key b, each with a state holding z_a and z_b, so a checkpoint between them resumes
+bit-exactly too.
+
 Three kinds of chain share that step. A whole clip renders every frame. An *anchor chain* renders
 only a clip's anchor frames 0, N, 2N, ...: each is the anchor before it warped by the motion
 accumulated over the gap (one matrix, the exact product of the per-frame ones) and re-diffused at
@@ -17,7 +24,7 @@ transformer once per Euler step for all of them (``cluster.chains_per_worker``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
@@ -25,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ..job.plan import ChainKind
-from ..job.frames import ClipFrames
+from ..job.frames import Cadence, ClipFrames
 from ..job.spec import ClipSpec
 from ..model.denoiser import TextEmbedding
 from ..model.loading import VAE_SCALE, FluxModel
@@ -78,15 +85,18 @@ class LoopState:
     is drawn. :meth:`tensors` copies everything to the CPU for a checkpoint."""
 
     frame: int = 0
-    latent: Tensor | None = None  # z_{frame-1}
-    noise: Tensor | None = None  # eps_{frame-1} (the slerp walk)
+    latent: Tensor | None = None  # z of the last key before ``frame`` (z_{frame-1} at cadence 1)
+    noise: Tensor | None = None  # eps of the last frame diffused (the slerp walk)
     color_ref: Tensor | None = None  # the colour-coherence reference latent
+    next_key: Tensor | None = None  # z of the key after ``frame``, once diffused: ``frame`` is an in-between
+
+    TENSORS: ClassVar[tuple[str, ...]] = ("latent", "noise", "color_ref", "next_key")
 
     def tensors(self) -> dict[str, Tensor]:
         """The state on the CPU, each tensor its own memory (safetensors refuses shared memory: on
         a chain's first frame the colour reference *is* the latent)."""
         out = {"frame": torch.tensor([self.frame], dtype=torch.int64)}
-        for name in ("latent", "noise", "color_ref"):
+        for name in self.TENSORS:
             value = getattr(self, name)
             if value is not None:
                 tensor = value.cpu().contiguous()
@@ -97,7 +107,30 @@ class LoopState:
 
     @classmethod
     def from_tensors(cls, tensors: Mapping[str, Tensor]) -> "LoopState":
-        return cls(int(tensors["frame"][0]), tensors.get("latent"), tensors.get("noise"), tensors.get("color_ref"))
+        return cls(int(tensors["frame"][0]), *(tensors.get(name) for name in cls.TENSORS))
+
+
+@dataclass(frozen=True)
+class FrameOut:
+    """A frame handed on by the loop: its latent, the state after it, and how it was made."""
+
+    frame: int
+    z: Tensor
+    state: LoopState
+    diffused: bool  # denoised (a key, or a segment's anchor); False: warped and blended between keys
+    together: int = 1  # chains denoised in the same batch
+    picture: Any = None  # the decoded RGB frame, for lanes that want pictures
+
+
+def between_keys(z_a: Tensor, z_b: Tensor, a: int, frame: int, b: int, schedules: "FrameSchedules",
+                 interpolation: str, padding: str) -> Tensor:
+    """An in-between frame a < frame < b: key a warped forward by the motion a -> frame, key b
+    warped back by the inverse of frame -> b, blended by (frame - a)/(b - a), in latent space.
+    Both keys are moved to where the camera is at ``frame``, so the blend interpolates content
+    that lines up (Deforum blends two earlier keys, both warped forward: see README)."""
+    forward = warp(z_a, schedules.motion_between(a, frame), interpolation, padding)
+    back = warp(z_b, np.linalg.inv(schedules.motion_between(frame, b)), interpolation, padding)
+    return torch.lerp(forward, back, (frame - a) / (b - a))
 
 
 def blend_weight(frame: int, next_anchor: int, blend: int) -> float:
@@ -145,10 +178,12 @@ class Chain:
     init_latent: Tensor | None = None  # first frame from an init image (CPU, float32)
     schedules: FrameSchedules = field(init=False)
     timesteps: list[float] = field(init=False)
+    cadence: Cadence = field(init=False)
 
     def __post_init__(self) -> None:
         self.device = self.model.device  # where the loop's latents live and its math runs
         self.schedules = FrameSchedules.of(self.clip)
+        self.cadence = self.frames_diffused()
         self.timesteps = get_schedule(self.clip.steps, image_seq_len(self.height, self.width), self.model.shift_timesteps)
         self.latent_h, self.latent_w = self.height // VAE_SCALE, self.width // VAE_SCALE
         self.img_ids = latent_image_ids(self.latent_h, self.latent_w, self.model.device, self.model.dtype)
@@ -163,8 +198,16 @@ class Chain:
         return (id(self.model), tuple(self.timesteps), self.latent_h, self.latent_w)
 
     # -- what each kind of chain decides ----------------------------------------------------------
+    def frames_diffused(self) -> Cadence:
+        return Cadence(0, self.clip.num_frames, self.clip.cadence)
+
+    def key_from(self, frame: int) -> int:
+        """The frame the chain diffuses next, standing at ``frame``."""
+        return self.cadence.next_key(frame)
+
     def previous_frame(self, n: int) -> int:
-        return n - 1
+        """The frame key ``n`` is warped from."""
+        return self.cadence.previous_key(n)
 
     def next_frame(self, n: int) -> int:
         return n + 1
@@ -172,9 +215,21 @@ class Chain:
     def strength(self, n: int) -> float:
         return float(self.schedules.strength[n])
 
-    def given(self, state: LoopState) -> tuple[LoopState, Tensor] | None:
-        """A frame that needs no denoising (a segment's first frame is its anchor)."""
-        return None
+    def given(self, state: LoopState) -> list[FrameOut] | None:
+        """Frames that need no denoising: the in-betweens of two keys, once both are diffused."""
+        return self.in_betweens(state) if state.next_key is not None else None
+
+    def in_betweens(self, pending: LoopState) -> list[FrameOut]:
+        """Every frame between keys a and b (``pending`` holds both), then b. All of them, also
+        those before ``pending.frame`` that a resumed chain already has: the run is decoded in one
+        VAE call, and the same call gives the same bytes (:func:`advance` hands on only the rest)."""
+        b = self.key_from(pending.frame)
+        a, clip, z_a, z_b = self.previous_frame(b), self.clip, pending.latent, pending.next_key
+        out = [FrameOut(f, between_keys(z_a, z_b.to(z_a.device), a, f, b, self.schedules, clip.motion.interpolation,
+                                        clip.motion.padding), replace(pending, frame=f + 1), diffused=False)
+               for f in range(a + 1, b)]
+        after = LoopState(self.next_frame(b), z_b, pending.noise, pending.color_ref)
+        return [*out, FrameOut(b, z_b, after, diffused=True)]
 
     def ease(self, n: int, z: Tensor) -> Tensor:
         """Pull a latent toward where the chain must arrive (a segment's next anchor)."""
@@ -182,8 +237,8 @@ class Chain:
 
     # -- one frame, in two halves around the denoising, so that chains can share it --------------
     def prepare(self, state: LoopState) -> FrameInput:
-        """Warp, noise and text for frame ``state.frame``."""
-        n, clip, sched = state.frame, self.clip, self.schedules
+        """Warp, noise and text for the next key: frame ``state.frame`` at cadence 1."""
+        n, clip, sched = self.key_from(state.frame), self.clip, self.schedules
         eps = frame_noise(clip.noise_mode, self.latent_shape, clip.seed, clip.name, n, prev=state.noise,
                           subseed=clip.subseed, subseed_strength=float(sched.subseed_strength[n]),
                           delta=clip.noise_delta)
@@ -201,8 +256,9 @@ class Chain:
         return FrameInput(self, n, mix_noise(base, noise, self.timesteps[start], float(sched.noise_scale[n])), start,
                           eps, text)
 
-    def finish(self, state: LoopState, work: FrameInput, z: Tensor) -> tuple[LoopState, Tensor]:
-        """Colour coherence and easing on the denoised latent; the state for the next frame."""
+    def finish(self, state: LoopState, work: FrameInput, z: Tensor) -> list[FrameOut]:
+        """Colour coherence and easing on the denoised latent; the frames it completes (the
+        in-betweens before it, then itself), each with the state after it."""
         n, clip = work.frame, self.clip
         color_ref = state.color_ref
         if clip.color_coherence != "none" and n > 0:
@@ -211,7 +267,9 @@ class Chain:
         if clip.color_coherence == "match_first" and n == 0:
             color_ref = z
         z = self.ease(n, z)
-        return LoopState(self.next_frame(n), z, work.eps, color_ref), z
+        if n > state.frame:  # keys of a cadence: the frames since the last key come first
+            return self.in_betweens(LoopState(state.frame, state.latent, work.eps, color_ref, next_key=z))
+        return [FrameOut(n, z, LoopState(self.next_frame(n), z, work.eps, color_ref), diffused=True)]
 
 
 @dataclass
@@ -221,6 +279,9 @@ class AnchorChain(Chain):
 
     kind: ClassVar[ChainKind] = ChainKind.ANCHORS
     anchors: tuple[int, ...] = ()
+
+    def key_from(self, frame: int) -> int:
+        return frame  # its state stands on the next anchor
 
     def previous_frame(self, n: int) -> int:
         return self.anchors[self.anchors.index(n) - 1]
@@ -241,14 +302,16 @@ class SegmentChain(Chain):
     kind: ClassVar[ChainKind] = ChainKind.SEGMENT
     ends: SegmentEnds | None = None
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def frames_diffused(self) -> Cadence:
         if self.ends is None:
             raise ValueError("a SegmentChain needs its SegmentEnds")
+        return Cadence(self.ends.first.frame - 1, self.ends.next_frame, self.clip.cadence)
 
-    def given(self, state: LoopState) -> tuple[LoopState, Tensor] | None:
+    def given(self, state: LoopState) -> list[FrameOut] | None:
         first = self.ends.first
-        return (first, first.latent) if state.frame == first.frame - 1 else None
+        if state.frame == first.frame - 1:  # its anchor, denoised by the anchor chain
+            return [FrameOut(state.frame, first.latent, first, diffused=True)]
+        return super().given(state)
 
     def ease(self, n: int, z: Tensor) -> Tensor:
         """Near the segment's end, pull ``z`` toward the next anchor. Applied twice per frame: to the
@@ -299,7 +362,7 @@ class Lane:
     chain: Chain
     state: LoopState
     stop: int  # the frame it stops before
-    on_frame: Callable[..., Any]  # (frame, z, state after it, chains advanced together, picture or None)
+    on_frame: Callable[[FrameOut], Any]
     pictures: bool = False  # decode each frame (batched with the lanes it denoised with) for on_frame
     error: BaseException | None = None
 
@@ -309,17 +372,16 @@ class Lane:
 
 
 def advance(lanes: Sequence[Lane]) -> None:
-    """Advance every lane to its stop, one frame per lane per round: the one loop that renders,
-    tests and benches all run. Frames whose chains share a batch key denoise together. A lane
-    whose frame fails keeps its error and stops; the rest go on."""
+    """Advance every lane to its stop, one key frame per lane per round (with the in-betweens it
+    completes): the one loop that renders, tests and benches all run. Frames whose chains share a
+    batch key denoise together. A lane whose frame fails keeps its error and stops; the rest go on."""
     while active := [lane for lane in lanes if lane.active]:
         groups: dict[tuple[Any, ...], list[tuple[Lane, FrameInput]]] = {}
         for lane in active:
             try:
                 given = lane.chain.given(lane.state)
                 if given is not None:
-                    state, z = given
-                    _deliver(lane, lane.state.frame, state, z, together=1, picture=_pictures([(lane, z)])[0])
+                    _hand_over([(lane, given)], together=1)
                 else:
                     groups.setdefault(lane.chain.batch_key, []).append((lane, lane.chain.prepare(lane.state)))
             except Exception as exc:
@@ -334,47 +396,53 @@ def advance(lanes: Sequence[Lane]) -> None:
             finished = []
             for (lane, work), z in zip(group, latents):
                 try:
-                    finished.append((lane, work.frame, *lane.chain.finish(lane.state, work, z)))
+                    finished.append((lane, lane.chain.finish(lane.state, work, z)))
                 except Exception as exc:
                     lane.error = exc
-            try:
-                pictures = _pictures([(lane, z) for lane, _, _, z in finished])
-            except Exception as exc:
-                for lane, *_ in finished:
-                    lane.error = exc
-                continue
-            for (lane, frame, state, z), picture in zip(finished, pictures):
-                try:
-                    _deliver(lane, frame, state, z, together=len(group), picture=picture)
-                except Exception as exc:
-                    lane.error = exc
+            _hand_over(finished, together=len(group))
 
 
 def run_chain(chain: Chain, state: LoopState, stop: int,
               on_frame: Callable[[int, Tensor, LoopState], Any] = lambda *_: None) -> LoopState:
     """Advance one chain (a batch of one) from ``state`` to frame ``stop``, handing each frame's
     latent z_n and the state after it to ``on_frame``; raises the error a frame failed with."""
-    lane = Lane(chain, state, stop, lambda n, z, after, _together, _picture: on_frame(n, z, after))
+    lane = Lane(chain, state, stop, lambda out: on_frame(out.frame, out.z, out.state))
     advance([lane])
     if lane.error is not None:
         raise lane.error
     return lane.state
 
 
-def _pictures(frames: Sequence[tuple[Lane, Tensor]]) -> list[Any]:
+def _hand_over(finished: Sequence[tuple[Lane, Sequence[FrameOut]]], together: int) -> None:
+    """Hand each lane its frames in order, those from where it stands to its stop, the pictures of
+    all of them decoded in one VAE call first: the frames a lane skips too, because a VAE batch
+    gives different bits than a smaller one and a resumed chain must decode as the first run did.
+    A lane's state moves only once a frame is safely handed on."""
+    outs = [(lane, replace(out, together=together)) for lane, frames in finished for out in frames]
+    try:
+        pictures = _pictures(outs)
+    except Exception as exc:
+        for lane, _ in finished:
+            lane.error = exc
+        return
+    for (lane, out), picture in zip(outs, pictures):
+        if lane.error is None and lane.state.frame <= out.frame < lane.stop:
+            try:
+                lane.on_frame(replace(out, picture=picture))
+                lane.state = out.state
+            except Exception as exc:
+                lane.error = exc
+
+
+def _pictures(frames: Sequence[tuple[Lane, FrameOut]]) -> list[Any]:
     """RGB frames of the lanes that want pictures, decoded in one VAE call; None for the rest."""
     wanted = [i for i, (lane, _) in enumerate(frames) if lane.pictures]
     out: list[Any] = [None] * len(frames)
     if wanted:
         model = frames[wanted[0]][0].chain.model
-        for i, rgb in zip(wanted, decode_many(model, [frames[i][1] for i in wanted])):
+        for i, rgb in zip(wanted, decode_many(model, [frames[i][1].z for i in wanted])):
             out[i] = rgb
     return out
-
-
-def _deliver(lane: Lane, frame: int, state: LoopState, z: Tensor, together: int, picture: Any = None) -> None:
-    lane.on_frame(frame, z, state, together, picture)
-    lane.state = state  # only once the frame is safely handed on
 
 
 def seam_steps(latents: Mapping[int, Tensor], anchors: Sequence[int]) -> tuple[list[float], list[float]]:

@@ -82,3 +82,39 @@ class ClipFrames:
 
     def __getitem__(self, path: str) -> np.ndarray:
         return self.values[path]
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """The frames a chain diffuses, its *keys* (Deforum's ``diffusion_cadence``): ``start``, every
+    ``every``-th frame after it, and its last frame ``stop - 1``. The frames between two keys are
+    the keys warped to them and blended (``frame.loop``); ``every = 1`` diffuses every frame.
+
+    Arithmetic, not a list: a clip may have a million frames."""
+
+    start: int
+    stop: int  # one past the chain's last frame
+    every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.stop <= self.start:
+            raise ValueError(f"a cadence needs every >= 1 and stop > start, got {self}")
+
+    def is_key(self, frame: int) -> bool:
+        return frame == self.stop - 1 or (frame - self.start) % self.every == 0
+
+    def next_key(self, frame: int) -> int:
+        """The first key at or after ``frame`` (``start <= frame < stop``)."""
+        steps = -(-(frame - self.start) // self.every)  # ceiling division
+        return min(self.start + steps * self.every, self.stop - 1)
+
+    def previous_key(self, frame: int) -> int:
+        """The last key before ``frame`` (``start < frame < stop``)."""
+        return self.start + (frame - 1 - self.start) // self.every * self.every
+
+    def keys(self) -> list[int]:
+        keys = list(range(self.start, self.stop, self.every))
+        return keys if keys[-1] == self.stop - 1 else [*keys, self.stop - 1]
+
+    def __len__(self) -> int:
+        return -(-(self.stop - self.start) // self.every) + (0 if (self.stop - 1 - self.start) % self.every == 0 else 1)

@@ -92,13 +92,12 @@ def _job_name(stem: str) -> str:
 # Classic Deforum settings
 
 # Keys whose value, when it differs from the neutral one, changes a Deforum render in a way this
-# renderer cannot: each gets a line. 3D and cadence keys move to the mapping in Steps 15 and 14.
+# renderer cannot: each gets a line. 3D keys move to the mapping in Step 15.
 CONSEQUENTIAL: dict[str, tuple[Any, str]] = {
     "translation_z": ("0", "3D motion is not supported yet (Step 15)"),
     "rotation_3d_x": ("0", "3D motion is not supported yet (Step 15)"),
     "rotation_3d_y": ("0", "3D motion is not supported yet (Step 15)"),
     "rotation_3d_z": ("0", "3D motion is not supported yet (Step 15)"),
-    "diffusion_cadence": (1, "every frame is diffused: cadence is not supported yet (Step 14)"),
     "noise_schedule": (None, "Deforum adds pixel noise; here noise_scale 1 is the proper flow-matching mix"),
     "use_init": (False, "init_image is not carried over: set it on the clip (a path or URI)"),
     "use_mask": (False, "masks are not supported"),
@@ -141,7 +140,8 @@ def from_deforum(settings: Mapping[str, Any], name: str, *, random_seed: Callabl
     used = {"max_frames", "prompts", "animation_prompts", "W", "H", "seed", "seed_behavior", "seed_iter_N",
             "strength_schedule", "color_coherence", "fps", "border", "padding_mode", "sampling_mode",
             "animation_mode", "angle", "zoom", "translation_x", "translation_y", "positive_prompts",
-            "negative_prompts", "animation_prompts_positive", "animation_prompts_negative", *CONSEQUENTIAL}
+            "negative_prompts", "animation_prompts_positive", "animation_prompts_negative", "diffusion_cadence",
+            *CONSEQUENTIAL}
 
     for key, axis in (("W", "width"), ("H", "height")):
         if key in settings:
@@ -196,12 +196,28 @@ def from_deforum(settings: Mapping[str, Any], name: str, *, random_seed: Callabl
             job["fps"] = fps if not float(fps).is_integer() else int(fps)
 
     job["motion"] = _deforum_motion(settings, frames, label, notes)
+    _carry_cadence(job, "diffusion_cadence", settings.get("diffusion_cadence"), notes)
 
     for key, (neutral, why) in CONSEQUENTIAL.items():
         if key in settings and not _is_neutral(settings[key], neutral, frames):
             notes.append(f"ignored: {key} {_show(settings[key])} — {why}")
     out.unused = sorted(k for k in settings if k not in used)
     return out
+
+
+def _carry_cadence(job: dict[str, Any], key: str, value: Any, notes: list[str]) -> None:
+    """Deforum's ``diffusion_cadence`` (Parseq's ``cadence``) becomes ``cadence``; its in-betweens
+    are made differently here (README "Diffusion cadence"), which the note says."""
+    if value is None:
+        return
+    number = _number(value)
+    if number is None or not float(number).is_integer() or not 1 <= number <= MAX_CLIP_FRAMES:
+        notes.append(f"ignored: {key} {_show(value)} — expected a whole number of frames, at least 1")
+        return
+    if number > 1:
+        job["cadence"] = int(number)
+        notes.append(f"changed: {key} {int(number)} → cadence {int(number)} (each frame between two diffused ones "
+                     "blends both, warped to it; Deforum's blends the two before it)")
 
 
 def _deforum_prompts(settings: Mapping[str, Any], frames: int, label: str, notes: list[str]) -> dict[int, str]:
@@ -379,9 +395,7 @@ def from_parseq(manifest: Mapping[str, Any], name: str, label: str = "manifest",
     fps = _number(options.get("output_fps"))
     if fps is not None and 1 <= fps <= 240:
         job["fps"] = int(fps) if float(fps).is_integer() else fps
-    if _number(options.get("cadence")) not in (None, 1):
-        notes.append(f"ignored: cadence {options.get('cadence')} — every frame is diffused: cadence is not "
-                     "supported yet (Step 14)")
+    _carry_cadence(job, "options.cadence", options.get("cadence"), notes)
 
     job["prompts"] = _parseq_prompts(ordered, label, notes)
     seeds = [_number(r.get("seed")) for r in ordered]

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .frames import ClipFrames, start_indices
+from .frames import Cadence, ClipFrames, start_indices
 from .spec import RENDER_KEYS, ClipSpec, JobSpec, clip_output_frames, spec_to_dict
 from ..table import format_table
 
@@ -44,6 +44,7 @@ class ClipPlan:
     num_frames: int
     segments: tuple[Segment, ...]
     passes: int  # transformer passes over all frames
+    diffused: int  # frames denoised (anchors included); the rest are warped and blended (cadence)
     prompt_keys: tuple[int, ...]
 
     @functools.cached_property  # read per segment by plan and driver: once, not O(segments) each time
@@ -122,6 +123,10 @@ class RenderPlan:
         return sum(c.passes for c in self.clips)
 
     @property
+    def total_diffused(self) -> int:
+        return sum(c.diffused for c in self.clips)
+
+    @property
     def segments(self) -> tuple[Segment, ...]:
         return tuple(seg for clip in self.clips for seg in clip.segments)
 
@@ -138,15 +143,21 @@ def frame_passes(clip: ClipSpec) -> list[int]:
     return ClipFrames.of(clip).passes.tolist()
 
 
+def diffused_frames(clip: ClipSpec) -> list[int]:
+    """The frames the transformer denoises, besides the anchors after the first: each chain's
+    cadence keys (a segment's first frame is its anchor, already denoised)."""
+    segments = cut_segments(clip)
+    chains = segments if len(segments) > 1 else (Segment(clip.name, 0, 0, clip.num_frames),)
+    return [k for seg in chains for k in Cadence(seg.start, seg.stop, clip.cadence).keys() if k == 0 or k != seg.start]
+
+
 def clip_passes(clip: ClipSpec) -> int:
-    """Transformer passes for a whole clip. With anchors, each anchor after the first runs at
-    ``anchor_strength`` in the anchor chain, and its segment starts from it without denoising."""
+    """Transformer passes for a whole clip: its diffused frames at their strength, and each anchor
+    after the first at ``anchor_strength`` in the anchor chain."""
     passes = frame_passes(clip)
     anchors = [seg.start for seg in cut_segments(clip)][1:]
-    if not anchors:
-        return sum(passes)
     per_anchor = clip.steps - int(start_indices(np.array([clip.anchor_strength]), clip.steps)[0])
-    return sum(passes) - sum(passes[a] for a in anchors) + per_anchor * len(anchors)
+    return sum(passes[k] for k in diffused_frames(clip)) + per_anchor * len(anchors)
 
 
 def cut_segments(clip: ClipSpec) -> tuple[Segment, ...]:
@@ -161,13 +172,16 @@ def pixel_tree(tree: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a resolved spec (as a plain tree) that changes rendered frames."""
     # precision joined the model later: its default is left out so earlier renders keep their job id
     model = {k: v for k, v in tree["model"].items() if not (k == "precision" and v == "bf16")}
+    # and so did cadence: every frame diffused (1) is what every render before it did
+    unchanged = {"cadence": 1}
     return {
         "version": PLAN_VERSION,
         "model": model,
         "width": tree["width"],
         "height": tree["height"],
         "clips": [
-            {k: clip[k] for k in (*RENDER_KEYS, "name", "num_frames", "prompts", "init_image")}
+            {k: clip[k] for k in (*RENDER_KEYS, "name", "num_frames", "prompts", "init_image")
+             if unchanged.get(k, object()) != clip[k]}
             for clip in tree["clips"]
         ],
     }
@@ -200,6 +214,7 @@ def plan(spec: JobSpec) -> RenderPlan:
             num_frames=clip.num_frames,
             segments=cut_segments(clip),
             passes=clip_passes(clip),
+            diffused=len(diffused_frames(clip)) + max(len(cut_segments(clip)) - 1, 0),
             prompt_keys=tuple(clip.prompts),
         )
         for clip in spec.clips
@@ -225,14 +240,15 @@ def format_plan(render_plan: RenderPlan, spec: JobSpec) -> str:
         f"output {p.output_dir}",
         "",
     ]
-    header = ("clip", "frames", "segments", "passes", "seed", "strength", "prompts")
+    header = ("clip", "frames", "segments", "passes", "seed", "strength", "prompts", "diffused")
     rows = [
         (c.name, str(c.num_frames), str(len(c.segments)), str(c.passes), str(clip.seed),
-         _short(clip.strength), f"{len(c.prompt_keys)} at {_frames(c.prompt_keys)}")
+         _short(clip.strength), f"{len(c.prompt_keys)} at {_frames(c.prompt_keys)}", _diffused(c, clip.cadence))
         for c, clip in zip(p.clips, spec.clips)
     ]
-    rows.append(("total", str(p.total_frames), str(len(p.segments)), str(p.total_passes), "", "", ""))
-    lines += format_table(header, rows, left=(0, 5, 6))
+    rows.append(("total", str(p.total_frames), str(len(p.segments)), str(p.total_passes), "", "", "",
+                 str(p.total_diffused)))
+    lines += format_table(header, rows, left=(0, 5, 6, 7))
     lines += ["", "chains (each is sequential; chains run in parallel, a clip's segments after its anchors)"]
     for c, clip in zip(p.clips, spec.clips):
         if c.anchors:
@@ -247,6 +263,10 @@ def format_plan(render_plan: RenderPlan, spec: JobSpec) -> str:
     lines += ["", f"video {p.video_frames} frames ({post}), {p.video_frames / fps:.1f} s at {_g(fps)} fps, "
                   f"{spec.output.codec} crf {spec.output.crf}"]
     return "\n".join(lines)
+
+
+def _diffused(clip: ClipPlan, cadence: int) -> str:
+    return str(clip.diffused) + (f" (cadence {cadence})" if cadence > 1 else "")
 
 
 def _g(x: float) -> str:

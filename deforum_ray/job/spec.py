@@ -146,6 +146,9 @@ class RenderSettings:
     segment_length: int = rule(bounds=Bounds(0))
     anchor_strength: float = rule(bounds=UNIT_OPEN_LO)  # re-diffusion of each anchor from the one before
     blend: Optional[int] = rule(None, bounds=Bounds(0))  # a segment's last frames eased toward the next anchor; None: all
+    # Diffusion cadence (Deforum's turbo): N diffuses every N-th frame of each chain and its last;
+    # the frames between are the diffused ones around them, warped to the frame and blended.
+    cadence: int = rule(bounds=Bounds(1, MAX_CLIP_FRAMES))
 
 
 @dataclass

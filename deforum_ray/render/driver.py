@@ -524,9 +524,9 @@ def _reason(exc: BaseException, task: ChainTask) -> str:
 
 
 def summary_table(reports: tuple[ChainReport, ...]) -> str:
-    header = ("chain", "frames", "seconds", "frames/s", "together", "worker", "attempt")
-    rows = [(r.label, f"{r.frames_rendered}{' anchors' if r.kind is ChainKind.ANCHORS else ''}", f"{r.seconds:.1f}",
-             f"{r.frames_rendered / r.seconds:.1f}" if r.seconds else "-", str(r.advanced_together), r.worker,
-             f"{r.attempt} (retried)" if r.attempt > 1 else "1")
+    header = ("chain", "frames", "diffused", "seconds", "frames/s", "together", "worker", "attempt")
+    rows = [(r.label, f"{r.frames_rendered}{' anchors' if r.kind is ChainKind.ANCHORS else ''}", str(r.diffused),
+             f"{r.seconds:.1f}", f"{r.frames_rendered / r.seconds:.1f}" if r.seconds else "-",
+             str(r.advanced_together), r.worker, f"{r.attempt} (retried)" if r.attempt > 1 else "1")
             for r in reports]
-    return "\n".join(format_table(header, rows, left=(0, 5, 6)))
+    return "\n".join(format_table(header, rows, left=(0, 6, 7)))

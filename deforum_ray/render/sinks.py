@@ -19,12 +19,13 @@ import queue
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from ..frame.loop import LoopState
+from ..frame.loop import FrameOut
 from ..job.plan import ChainTask
 from ..model.vae import decode
 from ..store import RenderStore, encode_png
@@ -87,11 +88,11 @@ class RunLog:
         self.pending: list[dict[str, Any]] = []
         self.last = time.perf_counter()
 
-    def add(self, segment: int, frame: int, together: int) -> None:
+    def add(self, segment: int, out: FrameOut) -> None:
         now = time.perf_counter()
-        self.pending.append({"clip": self.clip, "segment": segment, "frame": frame, "worker": self.worker,
-                             "chains": together, "seconds": now - self.last, "timestamp": time.time(),
-                             "gpu_peak_gib": gpu_peak_gib()})
+        self.pending.append({"clip": self.clip, "segment": segment, "frame": out.frame, "worker": self.worker,
+                             "chains": out.together, "diffused": out.diffused, "seconds": now - self.last,
+                             "timestamp": time.time(), "gpu_peak_gib": gpu_peak_gib()})
         self.last = now
 
     def flush(self) -> None:
@@ -135,31 +136,30 @@ class FrameWriter(_Sink):
     ``checkpoint_every`` frames, and marks each segment DONE when its last frame is in."""
 
     def __init__(self, store: RenderStore, task: ChainTask, model: Any, checkpoint_every: int, worker: str,
-                 writes: WriteQueue, on_frame: Callable[[int, np.ndarray, LoopState], Any] | None = None):
+                 writes: WriteQueue, on_frame: Callable[[FrameOut], Any] | None = None):
         super().__init__(store, task, worker, writes)
         self.model, self.every, self.on_frame = model, checkpoint_every, on_frame
         self.hashes: dict[int, str] = {}
 
-    def __call__(self, frame: int, z: Any, state: LoopState, together: int = 1, rgb: np.ndarray | None = None) -> None:
-        task = self.task
+    def __call__(self, out: FrameOut) -> None:
+        task, frame = self.task, out.frame
         # On the model's thread: decode (unless the loop did, batched) and the copies to the host;
         # the rest is queued.
-        rgb = decode(self.model, z) if rgb is None else rgb
+        rgb = decode(self.model, out.z) if out.picture is None else out.picture
         png = self.writes.encode(rgb)
-        latent = {"latent": z.to(torch.float16).cpu().contiguous()}
+        latent = {"latent": out.z.to(torch.float16).cpu().contiguous()}
         checkpoint = None
         if frame + 1 < task.stop and (frame + 1 - task.start) % self.every == 0:
-            checkpoint = state.tensors()
-        self._submit(frame, lambda: self._write(frame, rgb, png, latent, checkpoint, state, together))
+            checkpoint = out.state.tensors()
+        self._submit(frame, lambda: self._write(replace(out, picture=rgb), png, latent, checkpoint))
 
-    def _write(self, frame: int, rgb: np.ndarray, png: Future, latent: dict, checkpoint: dict | None,
-               state: LoopState, together: int) -> None:
-        store, task = self.store, self.task
+    def _write(self, out: FrameOut, png: Future, latent: dict, checkpoint: dict | None) -> None:
+        store, task, frame = self.store, self.task, out.frame
         segment = task.segment_of(frame)
         # The latent first: a frame whose PNG is vouched for always has its latent (interpolation).
         store.put_tensors(store.latent_rel(task.clip, segment, frame), latent)
         self.hashes[frame] = store.put_frame(task.clip, segment, frame, png.result())
-        self.log.add(segment, frame, together)
+        self.log.add(segment, out)
         if checkpoint is not None:
             # Before the checkpoint that lets a resume skip these frames: a kill between the two
             # can only log a frame twice (the reader keeps its latest row), never lose its row.
@@ -169,17 +169,17 @@ class FrameWriter(_Sink):
             if seg.stop - 1 == frame:
                 write_done(store, task.clip, seg, {n: self.hashes[n] for n in range(seg.start, seg.stop) if n in self.hashes})
         if self.on_frame is not None:
-            self.on_frame(frame, rgb, state)
+            self.on_frame(out)
 
 
 class AnchorWriter(_Sink):
     """Takes an anchor chain's frames: stores the loop state after each anchor (its checkpoint)."""
 
-    def __call__(self, frame: int, z: Any, state: LoopState, together: int = 1, rgb: Any = None) -> None:
-        tensors = state.tensors()
+    def __call__(self, out: FrameOut) -> None:
+        tensors = out.state.tensors()
 
         def write() -> None:
-            self.store.put_tensors(self.store.anchor_rel(self.task.clip, frame), tensors)
-            self.log.add(-1, frame, together)
+            self.store.put_tensors(self.store.anchor_rel(self.task.clip, out.frame), tensors)
+            self.log.add(-1, out)
 
-        self._submit(frame, write)
+        self._submit(out.frame, write)

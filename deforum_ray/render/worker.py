@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import first_line
-from ..frame.loop import AnchorChain, Chain, Lane, LoopState, SegmentChain, advance
+from ..frame.loop import AnchorChain, Chain, FrameOut, Lane, LoopState, SegmentChain, advance
 from ..job.inputs import opened_image
 from ..job.plan import ChainKind, ChainTask
 from ..model.denoiser import Acceleration
@@ -63,6 +63,7 @@ class ChainReport:
     resumed_from: int | None
     advanced_together: int = 1  # the most chains this worker advanced in one batch
     attempt: int = 1  # set by the driver: 2 and up when the chain was retried (its worker died, ...)
+    diffused: int = 0  # of frames_rendered, those denoised (the rest: between cadence keys)
 
 
 @dataclass
@@ -74,10 +75,12 @@ class _Run:
     lane: Lane | None  # None: nothing left to render
     sink: Any
     together: int = 1
+    diffused: int = 0
 
-    def on_frame(self, frame: int, z: Any, state: LoopState, together: int, picture: Any = None) -> None:
-        self.together = max(self.together, together)
-        self.sink(frame, z, state, together, picture)
+    def on_frame(self, out: FrameOut) -> None:
+        self.sink(out)
+        self.together = max(self.together, out.together)
+        self.diffused += out.diffused
 
 
 class FluxWorker:
@@ -153,7 +156,7 @@ class FluxWorker:
             else:
                 done = _count(task, run.resume.state.frame, lane.state.frame)
                 results[i] = ChainReport(task.label, task.kind, done, time.perf_counter() - started, self.name,
-                                         run.resume.from_checkpoint, run.together)
+                                         run.resume.from_checkpoint, run.together, diffused=run.diffused)
         return results  # type: ignore[return-value]
 
     def _open(self, job: ChainJob, embeddings: dict[str, Any], progress: Any) -> _Run:
@@ -166,9 +169,9 @@ class FluxWorker:
         if task.kind is ChainKind.ANCHORS:
             sink: Any = AnchorWriter(store, task, self.name, self.writes)
         else:
-            def report(n: int, rgb: np.ndarray, state: LoopState) -> None:
+            def report(out: FrameOut) -> None:
                 if progress is not None:
-                    progress.frame.remote(task.clip, n, state.latent.cpu() if job.send_latents else None)
+                    progress.frame.remote(task.clip, out.frame, out.z.cpu() if job.send_latents else None)
 
             sink = FrameWriter(store, task, self.model, job.checkpoint_every, self.name, self.writes, report)
         run = _Run(job, resume, None, sink)
