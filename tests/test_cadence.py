@@ -50,6 +50,14 @@ def render_chain(tiny, spec, state: LoopState | None = None, stop: int | None = 
     return outs
 
 
+def video_frames(path: str) -> int:
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(path)
+    next(reader)  # the header
+    return sum(1 for _ in reader)
+
+
 def reference_keys(start: int, stop: int, every: int) -> list[int]:
     """The definition, written out: the first frame, every ``every``-th after it, and the last."""
     return sorted({*range(start, stop, every), stop - 1})
@@ -151,5 +159,6 @@ def test_a_render_with_cadence_segments_and_batched_chains(tmp_path, tiny_pool):
     assert sorted(r["frame"] for r in rows if r["segment"] == -1) == [0, 6, 12]  # the anchors
     assert max(r["chains"] for r in rows) == 2
     assert {r.label: r.diffused for r in result.reports} == {"a/anchors": 3, "a/0": 3, "a/1": 3, "a/2": 2, "b": 3}
+    assert video_frames(result.video) == 19 and video_frames(result.final.clip_videos["a"]) == 14
     table = [line.split() for line in summary_table(result.reports).splitlines()]
     assert table[0][:3] == ["chain", "frames", "diffused"] and ["a/1", "6", "3"] in [row[:3] for row in table]

@@ -15,6 +15,7 @@ writer killed a few frames earlier would have left.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -34,10 +35,13 @@ from .resume import write_done
 
 class WriteQueue:
     """A worker's store writes, in order, on one background thread; PNG encoding on ``encoders``
-    threads (zlib releases the GIL). At most ``depth`` writes wait: a slow store slows the render
+    threads (zlib releases the GIL; default: half the cores, 2 to 8, since a 512² frame takes
+    40-120 ms to encode and at cadence 4 a worker hands on 30 frames a second: bench/throughput.py). At most ``depth`` writes wait: a slow store slows the render
     down instead of filling memory. ``depth=0`` writes on the caller's thread (``cluster.write_queue``)."""
 
-    def __init__(self, depth: int = 8, encoders: int = 2):
+    def __init__(self, depth: int = 8, encoders: int | None = None):
+        if encoders is None:
+            encoders = max(2, min(8, (os.cpu_count() or 2) // 2))
         self.depth = depth
         if depth > 0:
             self.encoders = ThreadPoolExecutor(max(1, encoders), thread_name_prefix="png")
