@@ -115,21 +115,36 @@ def test_in_betweens_are_the_keys_around_them_warped_to_the_frame_and_blended(tm
         torch.testing.assert_close(blended, z_a + w * (z_b - z_a), rtol=0, atol=1e-6)
 
 
-def test_a_checkpoint_between_two_keys_resumes_bit_exactly(tmp_path, tiny):
+def render_lanes(tiny, spec, states: list[LoopState], stop: int) -> list[list[FrameOut]]:
+    """Every clip of ``spec`` as one lane, advanced together (a worker's chains_per_worker)."""
+    embeddings = encode_prompts(tiny, sorted({p for clip in spec.clips for p in clip.prompts.values()}))
+    outs: list[list[FrameOut]] = [[] for _ in spec.clips]
+    lanes = [Lane(Chain(tiny, clip, spec.width, spec.height, embeddings), state, stop, outs[i].append, pictures=True)
+             for i, (clip, state) in enumerate(zip(spec.clips, states))]
+    advance(lanes)
+    assert all(lane.error is None for lane in lanes)
+    return outs
+
+
+@pytest.mark.parametrize("chains", [1, 2])
+def test_a_checkpoint_between_two_keys_resumes_bit_exactly(tmp_path, tiny, chains):
     """The state after an in-between holds both keys: saved through safetensors bytes and resumed,
-    the chain ends with exactly the pictures of one that never stopped (decoded as the worker
-    does, the frames between two keys in one VAE call)."""
-    spec = spec_of(tmp_path, 11, 3)
-    straight = [o.picture for o in render_chain(tiny, spec)]
-    first = render_chain(tiny, spec, stop=5)  # keys 0, 3, 6: frame 6 is diffused, 4 handed on, 5 not yet
-    state = first[-1].state
-    assert state.frame == 5 and state.next_key is not None
-    restored = LoopState.from_tensors(load(save(state.tensors())))
-    assert torch.equal(restored.next_key, state.next_key.cpu())
-    rest = render_chain(tiny, spec, restored)
-    assert [o.frame for o in first + rest] == list(range(11))
-    assert not rest[0].diffused and rest[1].diffused  # 5 from the saved keys, then key 6 as it was
-    assert all(np.array_equal(a, o.picture) for a, o in zip(straight, first + rest))
+    each chain ends with exactly the pictures of one that never stopped, decoded as the worker
+    does (the frames between two keys, of every chain advanced together, in one VAE call)."""
+    spec = spec_of(tmp_path, 11, 3, clips=[{"name": f"c{i}", "num_frames": 11, "seed": 5 + i,
+                                            "prompts": {0: "a red fox", 5: "a snowy hill"}} for i in range(chains)])
+    straight = render_lanes(tiny, spec, [LoopState() for _ in range(chains)], 11)
+    first = render_lanes(tiny, spec, [LoopState() for _ in range(chains)], 5)  # keys 0, 3, 6: 6 diffused, 5 not out
+    states = [outs[-1].state for outs in first]
+    assert all(state.frame == 5 and state.next_key is not None for state in states)
+    restored = [LoopState.from_tensors(load(save(state.tensors()))) for state in states]
+    assert torch.equal(restored[0].next_key, states[0].next_key.cpu())
+    rest = render_lanes(tiny, spec, restored, 11)
+    for i in range(chains):
+        frames = first[i] + rest[i]
+        assert [o.frame for o in frames] == list(range(11))
+        assert not rest[i][0].diffused and rest[i][1].diffused  # 5 from the saved keys, then key 6 as it was
+        assert all(np.array_equal(a.picture, b.picture) for a, b in zip(straight[i], frames))
 
 
 def test_run_chain_hands_on_each_frame_once_with_cadence(tmp_path, tiny):

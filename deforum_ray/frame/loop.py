@@ -224,8 +224,10 @@ class Chain:
         those before ``pending.frame`` that a resumed chain already has: the run is decoded in one
         VAE call, and the same call gives the same bytes (:func:`advance` hands on only the rest)."""
         b = self.key_from(pending.frame)
-        a, clip, z_a, z_b = self.previous_frame(b), self.clip, pending.latent, pending.next_key
-        out = [FrameOut(f, between_keys(z_a, z_b.to(z_a.device), a, f, b, self.schedules, clip.motion.interpolation,
+        a, clip = self.previous_frame(b), self.clip
+        # On the model's device, as in the first run: a resumed state comes from the CPU
+        z_a, z_b = pending.latent.to(self.device), pending.next_key.to(self.device)
+        out = [FrameOut(f, between_keys(z_a, z_b, a, f, b, self.schedules, clip.motion.interpolation,
                                         clip.motion.padding), replace(pending, frame=f + 1), diffused=False)
                for f in range(a + 1, b)]
         after = LoopState(self.next_frame(b), z_b, pending.noise, pending.color_ref)
@@ -377,15 +379,18 @@ def advance(lanes: Sequence[Lane]) -> None:
     batch key denoise together. A lane whose frame fails keeps its error and stops; the rest go on."""
     while active := [lane for lane in lanes if lane.active]:
         groups: dict[tuple[Any, ...], list[tuple[Lane, FrameInput]]] = {}
+        given: dict[tuple[Any, ...], list[tuple[Lane, list[FrameOut]]]] = {}
         for lane in active:
             try:
-                given = lane.chain.given(lane.state)
-                if given is not None:
-                    _hand_over([(lane, given)], together=1)
+                frames = lane.chain.given(lane.state)
+                if frames is not None:
+                    given.setdefault(lane.chain.batch_key, []).append((lane, frames))
                 else:
                     groups.setdefault(lane.chain.batch_key, []).append((lane, lane.chain.prepare(lane.state)))
             except Exception as exc:
                 lane.error = exc
+        for ready in given.values():  # together, as the lanes of a batch resumed at one frame were first decoded
+            _hand_over(ready, together=1)
         for group in groups.values():
             try:
                 latents = denoise_together([work for _, work in group])
