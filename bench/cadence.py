@@ -55,7 +55,7 @@ def flicker(job_dir: Path, clip: str = "c0") -> dict:
     store = RenderStore(str(job_dir))
     spec = load_job(yaml.safe_load(store.get("spec.yaml")))
     settings = next(c for c in spec.clips if c.name == clip)
-    schedules = FrameSchedules.of(settings)
+    schedules = FrameSchedules.of(settings, spec.height)
     frames = sorted(store.frames_done(clip, 0))
     latents = [store.get_tensors(store.latent_rel(clip, 0, n))["latent"].float() for n in frames]
     residual, raw = [], []

@@ -143,9 +143,19 @@ def test_a_real_settings_file_imports_into_a_spec_that_validates(path, tmp_path,
     values = ClipFrames.of(clip)
     kept = deforum_inbetweens(settings["strength_schedule"], frames, clip.seed)
     np.testing.assert_allclose(values["strength"], np.maximum(1 - np.array(kept), least_strength(clip.steps)), atol=1e-12)
-    for key in ("zoom", "angle", "translation_x", "translation_y"):
-        np.testing.assert_allclose(values[f"motion.{key}"], deforum_inbetweens(settings[key], frames, clip.seed),
-                                   rtol=1e-12, err_msg=key)
+    if settings.get("animation_mode") == "3D":
+        assert clip.motion.mode == "3d" and (values["motion.zoom"] == 1).all() and (values["motion.angle"] == 0).all()
+        fov = deforum_inbetweens(settings["fov_schedule"], frames, clip.seed)
+        np.testing.assert_allclose(values["motion.fov"], fov, rtol=1e-12)
+        along_view_axis = 1 / math.tan(math.radians(fov[0]) / 2)  # Deforum's z moves, as a pinhole's (README)
+        scale = {"translation_z": along_view_axis, "rotation_3d_z": along_view_axis}
+        moves = ("translation_x", "translation_y", "translation_z", "rotation_3d_x", "rotation_3d_y", "rotation_3d_z")
+    else:
+        assert clip.motion.mode == "2d"
+        scale, moves = {}, ("zoom", "angle", "translation_x", "translation_y")
+    for key in moves:
+        expected = np.array(deforum_inbetweens(settings[key], frames, clip.seed)) * scale.get(key, 1.0)
+        np.testing.assert_allclose(values[f"motion.{key}"], expected, rtol=1e-9, atol=1e-12, err_msg=key)
     for line in stdout.splitlines()[:-1]:  # each note is one line naming its setting
         assert re.match(r"^(ignored|changed): \S+", line), line
 
@@ -157,7 +167,10 @@ def test_deforums_default_settings_say_what_did_not_carry_over(tmp_path, capsys)
     lines = stdout.splitlines()
     seed = load_job(out).seed
     assert f"changed: seed -1 (a new random seed each run) → {seed}, fixed so that the render repeats" in lines
-    assert 'ignored: translation_z "0: (1.75)" — 3D motion is not supported yet (Step 15)' in lines
+    assert ('changed: translation_z "0: (1.75)" → "0:(2.499259011799)" (×1.428: Deforum moves along the view axis '
+            '1/tan(fov/2) times faster than a pinhole camera, at fov 70)') in lines
+    assert "changed: depth_algorithm Midas-3-Hybrid → depth none (the picture as a plane facing the camera: no depth " \
+        "model yet)" in lines
     assert load_job(out).clips[0].cadence == 2
     assert ("changed: diffusion_cadence 2 → cadence 2 (each frame between two diffused ones blends both, warped to "
             "it; Deforum's blends the two before it)") in lines
@@ -170,7 +183,7 @@ def test_deforums_default_settings_say_what_did_not_carry_over(tmp_path, capsys)
     assert sorted(job["prompts"]) == [0, 30, 60, 90]
     assert job["color_coherence"] == "match_first" and job["motion"]["padding"] == "border"
     assert (job["width"], job["height"], job["fps"], job["noise_mode"]) == (512, 512, 15, "incremental")
-    assert "# Not used here (212 settings of other tools): " in out.read_text()  # every one named in the header
+    assert "# Not used here (208 settings of other tools): " in out.read_text()  # every one named in the header
 
 
 def test_a_spec_is_not_overwritten_without_force(tmp_path, capsys):
@@ -243,12 +256,20 @@ def test_motion_strength_border_and_fps():
     assert any(n.startswith('ignored: zoom "0:(where(t>5, 1, 2))" — cannot read it here') for n in unreadable.notes)
 
 
-def test_3d_settings_are_reported_until_they_exist():
-    imported = deforum(animation_mode="3D", translation_z="0:(0), 10:(2)", rotation_3d_y="0:(0)")
-    notes = imported.notes
-    assert any(n.startswith("changed: animation_mode 3D → 2D") for n in notes)
-    assert any(n.startswith("ignored: translation_z") for n in notes)
-    assert not any(n.startswith("ignored: rotation_3d_y") for n in notes)  # at rest: nothing lost
+def test_deforums_3d_mode_becomes_a_3d_camera():
+    imported = deforum(animation_mode="3D", translation_z="0:(0), 10:(2)", rotation_3d_y="0:(0.5)", zoom="0:(1.04)",
+                       rotation_3d_z="0:(sin(t/5))", fov_schedule="0: (90)", near_schedule="0: (200)",
+                       far_schedule="0: (10000)", depth_algorithm="Depth-Anything-V2-small")
+    motion, notes = imported.job["motion"], imported.notes
+    assert motion["mode"] == "3d" and motion["rotation_3d_y"] == "0:(0.5)" and "zoom" not in motion
+    # fov 90: tan(45°) = 1, Deforum's z moves are a pinhole's: only re-written, not scaled
+    assert motion["translation_z"] == "0:(0.0), 10:(2)" and motion["rotation_3d_z"] == "0:(1 * (sin(t/5)))"
+    assert 'ignored: zoom "0:(1.04)" — not used in 3D mode, here as in Deforum' in notes
+    assert any(n.startswith("changed: depth_algorithm Depth-Anything-V2-small → depth none") for n in notes)
+    spec = load_job({**imported.job, "output": {"uri": "."}})
+    assert spec.clips[0].motion.fov == "0: (90)"
+    flat = deforum(animation_mode="2D", translation_z="0:(5)")  # Deforum's 2D mode does not use it: nothing lost
+    assert "mode" not in flat.job["motion"] and not any("translation_z" in n for n in flat.notes)
 
 
 @pytest.mark.parametrize(("value", "cadence", "note"), [
@@ -361,3 +382,19 @@ def test_parseqs_cadence_option_becomes_cadence():
     assert imported.job["cadence"] == 3 and load_job(imported.job).clips[0].cadence == 3
     assert any(n.startswith("changed: options.cadence 3 → cadence 3") for n in imported.notes)
     assert "cadence" not in from_parseq(parseq_manifest(), "p").job  # 1: every frame, the default
+
+
+def test_a_parseq_manifest_that_moves_a_3d_camera_imports_in_3d():
+    manifest = parseq_manifest()
+    for i, row in enumerate(manifest["rendered_frames"]):
+        row.update(translation_z=0.5 * i, rotation_3d_y=0.25, fov=60.0, near=200.0, far=10000.0)
+    imported = from_parseq(manifest, "p")
+    motion = imported.job["motion"]
+    assert motion["mode"] == "3d" and "zoom" not in motion and "angle" not in motion
+    clip = load_job({**imported.job, "output": {"uri": "."}}).clips[0]
+    values = ClipFrames.of(clip)
+    np.testing.assert_allclose(values["motion.translation_z"], [0.5 * i / math.tan(math.radians(30)) for i in range(6)],
+                               rtol=1e-12)
+    assert (values["motion.rotation_3d_y"] == 0.25).all() and (values["motion.fov"] == 60).all()
+    assert any(n.startswith("ignored: zoom — not used in 3D mode") for n in imported.notes)
+    assert "mode" not in from_parseq(parseq_manifest(), "p").job["motion"]  # no camera move: 2D as before

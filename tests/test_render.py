@@ -298,7 +298,10 @@ def test_api_bad_argument_is_a_named_spec_error(tmp_path):
     from deforum_ray.job.spec import SpecError
 
     pipe = create_flux1_pipeline(device="cpu", model="tiny")
-    with pytest.raises(SpecError, match=r"motion\.translation_z: unknown key"):
+    with pytest.raises(SpecError, match=r"motion\.translation_w: unknown key"):
+        pipe.generate_animation(prompts="x", motion_params={"translation_w": "0:(1)"}, num_frames=2, width=64,
+                                height=64, output_path=str(tmp_path / "x.mp4"))
+    with pytest.raises(SpecError, match=r"motion\.translation_z: moves only in motion\.mode 3d; clip 'x' is 2d"):
         pipe.generate_animation(prompts="x", motion_params={"translation_z": "0:(1)"}, num_frames=2, width=64,
                                 height=64, output_path=str(tmp_path / "x.mp4"))
     with pytest.raises(SpecError, match="strength: must be"):

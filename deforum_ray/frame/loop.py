@@ -38,7 +38,7 @@ from ..model.denoiser import TextEmbedding
 from ..model.loading import VAE_SCALE, FluxModel
 from ..model.vae import decode_many
 from .color import match_channel_stats
-from .motion import compose, motion_matrix, warp
+from .motion import camera_matrix, compose, motion_matrix, warp
 from .noise import frame_noise
 from .prompts import embedding_at
 from .sampling import euler_step, get_schedule, image_seq_len, latent_image_ids, mix_noise, pack, start_index, unpack
@@ -47,13 +47,15 @@ from .sampling import euler_step, get_schedule, image_seq_len, latent_image_ids,
 @dataclass(frozen=True)
 class FrameSchedules:
     """Every per-frame value of a clip (:class:`~deforum_ray.job.frames.ClipFrames`, evaluated
-    once), and the motion maps they make."""
+    once), and the motion maps they make: 2D moves, or a 3D camera's."""
 
     frames: ClipFrames
+    mode: str = "2d"
+    height: int = 0  # of the frame in pixels: a 3d camera's focal length in pixels depends on it
 
     @classmethod
-    def of(cls, clip: ClipSpec) -> "FrameSchedules":
-        return cls(ClipFrames.of(clip))
+    def of(cls, clip: ClipSpec, height: int = 0) -> "FrameSchedules":
+        return cls(ClipFrames.of(clip), clip.motion.mode, height)
 
     @property
     def strength(self) -> np.ndarray:
@@ -68,7 +70,14 @@ class FrameSchedules:
         return self.frames["subseed_strength"]
 
     def motion(self, frame: int) -> np.ndarray:
+        """The forward map from frame ``frame - 1`` to frame ``frame``."""
         f = self.frames
+        if self.mode == "3d":
+            if self.height <= 0:
+                raise ValueError("a 3d camera needs the frame height")
+            return camera_matrix(tuple(float(f[f"motion.translation_{a}"][frame]) for a in "xyz"),
+                                 tuple(float(f[f"motion.rotation_3d_{a}"][frame]) for a in "xyz"),
+                                 float(f["motion.fov"][frame]), self.height)
         return motion_matrix(f["motion.zoom"][frame], f["motion.angle"][frame], f["motion.translation_x"][frame],
                              f["motion.translation_y"][frame])
 
@@ -182,7 +191,7 @@ class Chain:
 
     def __post_init__(self) -> None:
         self.device = self.model.device  # where the loop's latents live and its math runs
-        self.schedules = FrameSchedules.of(self.clip)
+        self.schedules = FrameSchedules.of(self.clip, self.height)
         self.cadence = self.frames_diffused()
         self.timesteps = get_schedule(self.clip.steps, image_seq_len(self.height, self.width), self.model.shift_timesteps)
         self.latent_h, self.latent_w = self.height // VAE_SCALE, self.width // VAE_SCALE

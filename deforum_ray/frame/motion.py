@@ -1,10 +1,14 @@
-"""2D motion of a latent about the frame centre: one affine grid and ``grid_sample``.
+"""Motion of a latent about the frame centre: one sampling grid and ``grid_sample``.
 
 Deforum's 2D convention (cv2.getRotationMatrix2D then a translation): zoom > 1 zooms in, angle
 in degrees > 0 turns the picture counter-clockwise, translation_x/y in output pixels > 0 moves
 the content right/down. The forward map ``dst = M @ src`` is built in centred *pixel* units, so
 rotation is a true rotation on non-square frames (no shear), per-frame matrices compose by
 multiplication, and translations are exact at any sub-pixel size (never rounded to cells).
+
+Deforum's 3D mode moves a camera instead (:func:`camera_matrix`). With ``depth: none`` the picture
+is a plane facing the camera, so the move is a homography: a 3x3 map like the 2D ones, composed
+the same way, that :func:`warp` samples through a perspective grid.
 """
 
 from __future__ import annotations
@@ -31,6 +35,58 @@ def motion_matrix(zoom: float, angle: float, translation_x: float, translation_y
     )
 
 
+TRANSLATION_SCALE = 1.0 / 200.0  # Deforum's (from Disco Diffusion): a unit moves 1/200 of the plane's distance
+
+
+def euler_xyz(x: float, y: float, z: float) -> np.ndarray:
+    """Rotation by Euler angles (radians) about x, then y, then z, as pytorch3d's
+    ``euler_angles_to_matrix(..., "XYZ")`` that Deforum uses: ``Rx @ Ry @ Rz``."""
+    cx, sx, cy, sy, cz, sz = math.cos(x), math.sin(x), math.cos(y), math.sin(y), math.cos(z), math.sin(z)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]], dtype=np.float64)
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]], dtype=np.float64)
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]], dtype=np.float64)
+    return rx @ ry @ rz
+
+
+def camera_matrix(translation: tuple[float, float, float], rotation: tuple[float, float, float], fov: float,
+                  height: int) -> np.ndarray:
+    """3x3 forward map (centred pixels, x right, y down) of one frame's camera move, the picture
+    being a plane facing the camera at distance 1 (``depth: none``): a homography.
+
+    Units and signs are Deforum's ``anim_frame_warp_3d``: the camera moves by
+    ``(-x, y, -z) * TRANSLATION_SCALE`` and turns by the Euler XYZ rotation R of ``rotation``
+    (degrees), a point X of the plane going to ``R^T X + T`` (pytorch3d's ``X @ R + T``). So
+    translation_x > 0 moves the content left, translation_y > 0 down, translation_z > 0 nearer
+    (a zoom in), rotation_3d_z > 0 turns it counter-clockwise as ``angle`` does. A pinhole of
+    vertical field of view ``fov`` (degrees) over ``height`` pixels sees it: with K its intrinsics,
+    ``H = K (R^T + T e_z^T) K^-1``. Deforum instead subtracts each pixel's displacement, measured in
+    projected units, from the grid: the same to first order for x/y moves, 1/tan(fov/2) times
+    faster for z moves (README, 3D motion)."""
+    t = np.array([-translation[0], translation[1], -translation[2]], dtype=np.float64) * TRANSLATION_SCALE
+    r = euler_xyz(*(math.radians(a) for a in rotation))
+    focal = height / 2.0 / math.tan(math.radians(fov) / 2.0)
+    k, k_inv = np.diag([focal, focal, 1.0]), np.diag([1.0 / focal, 1.0 / focal, 1.0])
+    h = k @ (r.T + np.outer(t, [0.0, 0.0, 1.0])) @ k_inv
+    return h / h[2, 2]
+
+
+def perspective_grid(matrix: np.ndarray, height: int, width: int, vae_scale: int, device: torch.device) -> Tensor:
+    """``grid_sample`` grid (1, h, w, 2, float64) of a homography: each output cell samples the input
+    at the inverse map of its centre, in normalised coordinates (align_corners=False). Cells whose
+    source lies behind the camera sample far outside the frame, which the padding fills."""
+    cells = np.diag([1.0 / vae_scale, 1.0 / vae_scale, 1.0]) @ matrix @ np.diag([vae_scale, vae_scale, 1.0])
+    inverse = torch.from_numpy(np.linalg.inv(cells)).to(device)
+    ys = torch.arange(height, dtype=torch.float64, device=device) + 0.5 - height / 2.0
+    xs = torch.arange(width, dtype=torch.float64, device=device) + 0.5 - width / 2.0
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    source = inverse @ torch.stack([xx.flatten(), yy.flatten(), torch.ones_like(xx).flatten()])
+    w = source[2]
+    ahead = w > 1e-9
+    x = torch.where(ahead, source[0] / torch.where(ahead, w, 1.0) / (width / 2.0), torch.full_like(w, 4.0))
+    y = torch.where(ahead, source[1] / torch.where(ahead, w, 1.0) / (height / 2.0), torch.full_like(w, 4.0))
+    return torch.stack([x, y], dim=-1).reshape(1, height, width, 2)
+
+
 def grid_theta(matrix: np.ndarray, height: int, width: int, vae_scale: int = 8) -> Tensor:
     """``affine_grid`` theta (2x3, float64) for a ``height x width``-cell latent: for each output
     location, where to sample the input, in normalised coordinates (align_corners=False)."""
@@ -45,7 +101,8 @@ def grid_theta(matrix: np.ndarray, height: int, width: int, vae_scale: int = 8) 
 
 def warp(z: Tensor, matrix: np.ndarray, interpolation: str = "bicubic", padding: str = "reflection",
          vae_scale: int = 8) -> Tensor:
-    """Warp ``(B, C, H, W)`` latents by a forward motion matrix (the same for every item)."""
+    """Warp ``(B, C, H, W)`` latents by a forward motion matrix (the same for every item): an
+    affine map, or a homography (3D moves)."""
     if interpolation not in WARP_INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {WARP_INTERPOLATIONS}, got {interpolation!r}")
     if padding not in PADDINGS:
@@ -53,8 +110,11 @@ def warp(z: Tensor, matrix: np.ndarray, interpolation: str = "bicubic", padding:
     b, c, h, w = z.shape
     # Sample in float64 whatever the model dtype: float32 pixel coordinates near 128 cells are only
     # good to ~1e-5 of a cell, and a latent is small enough that float64 costs nothing noticeable.
-    theta = grid_theta(matrix, h, w, vae_scale).to(device=z.device, dtype=torch.float64)
-    grid = F.affine_grid(theta.expand(b, 2, 3), [b, c, h, w], align_corners=False)
+    if matrix[2, 0] == 0 and matrix[2, 1] == 0:  # affine (every 2D move; 3D ones along the view axis)
+        theta = grid_theta(matrix / matrix[2, 2], h, w, vae_scale).to(device=z.device, dtype=torch.float64)
+        grid = F.affine_grid(theta.expand(b, 2, 3), [b, c, h, w], align_corners=False)
+    else:
+        grid = perspective_grid(matrix, h, w, vae_scale, z.device).expand(b, h, w, 2)
     out = F.grid_sample(z.double(), grid, mode=interpolation, padding_mode=padding, align_corners=False)
     return out.to(z.dtype)
 

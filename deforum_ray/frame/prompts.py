@@ -10,7 +10,6 @@ import bisect
 from typing import Any, Mapping, Sequence
 
 import torch
-from torch import Tensor
 
 from ..model.denoiser import TextEmbedding
 from ..model.loading import CLIP_MAX_LENGTH

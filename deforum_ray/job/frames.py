@@ -19,7 +19,7 @@ import numpy as np
 
 from .schedule import parse_schedule
 
-CACHED_SCHEDULES = 16  # a clip has 7; bounded because a hostile spec may ask for 10^6 frames each
+CACHED_SCHEDULES = 32  # a clip has 14; bounded because a hostile spec may ask for 10^6 frames each
 
 
 def start_indices(strength: np.ndarray, steps: int) -> np.ndarray:

@@ -92,12 +92,8 @@ def _job_name(stem: str) -> str:
 # Classic Deforum settings
 
 # Keys whose value, when it differs from the neutral one, changes a Deforum render in a way this
-# renderer cannot: each gets a line. 3D keys move to the mapping in Step 15.
+# renderer cannot: each gets a line.
 CONSEQUENTIAL: dict[str, tuple[Any, str]] = {
-    "translation_z": ("0", "3D motion is not supported yet (Step 15)"),
-    "rotation_3d_x": ("0", "3D motion is not supported yet (Step 15)"),
-    "rotation_3d_y": ("0", "3D motion is not supported yet (Step 15)"),
-    "rotation_3d_z": ("0", "3D motion is not supported yet (Step 15)"),
     "noise_schedule": (None, "Deforum adds pixel noise; here noise_scale 1 is the proper flow-matching mix"),
     "use_init": (False, "init_image is not carried over: set it on the clip (a path or URI)"),
     "use_mask": (False, "masks are not supported"),
@@ -141,7 +137,7 @@ def from_deforum(settings: Mapping[str, Any], name: str, *, random_seed: Callabl
             "strength_schedule", "color_coherence", "fps", "border", "padding_mode", "sampling_mode",
             "animation_mode", "angle", "zoom", "translation_x", "translation_y", "positive_prompts",
             "negative_prompts", "animation_prompts_positive", "animation_prompts_negative", "diffusion_cadence",
-            *CONSEQUENTIAL}
+            *DEFORUM_3D, "fov_schedule", "near_schedule", "far_schedule", "depth_algorithm", *CONSEQUENTIAL}
 
     for key, axis in (("W", "width"), ("H", "height")):
         if key in settings:
@@ -271,20 +267,28 @@ def _prompt_frame(key: str, frames: int, label: str) -> int:
     return int(frame)
 
 
+DEFORUM_3D = ("translation_z", "rotation_3d_x", "rotation_3d_y", "rotation_3d_z")
+DEFORUM_DEFAULT_FOV = 70.0  # fov_schedule "0: (70)"
+
+
 def _deforum_motion(settings: Mapping[str, Any], frames: int, label: str, notes: list[str]) -> dict[str, Any]:
     mode = str(settings.get("animation_mode", "2D"))
     motion: dict[str, Any] = {}
     if mode == "None":
         notes.append("changed: animation_mode None → no motion (zoom, angle and translations left at rest)")
         return motion
-    if mode != "2D":
+    if mode not in ("2D", "3D"):
         notes.append(f"changed: animation_mode {mode} → 2D: zoom, angle, translation_x and translation_y are "
                      "carried; its other motion is not")
-    for key in ("zoom", "angle", "translation_x", "translation_y"):
+    moves = ("translation_x", "translation_y", *DEFORUM_3D) if mode == "3D" else (
+        "zoom", "angle", "translation_x", "translation_y")
+    for key in moves:
         if key in settings:
             text = _schedule_text(settings[key], key, frames, label, notes)
             if text is not None:
                 motion[key] = text
+    if mode == "3D":
+        motion.update(_deforum_camera(settings, motion, frames, label, notes))
     border = str(settings.get("padding_mode" if mode == "3D" else "border", "replicate"))
     if border in BORDERS:
         motion["padding"] = BORDERS[border]
@@ -296,6 +300,35 @@ def _deforum_motion(settings: Mapping[str, Any], frames: int, label: str, notes:
         if sampling == "nearest":
             notes.append("changed: sampling_mode nearest → interpolation bilinear")
     return motion
+
+
+def _deforum_camera(settings: Mapping[str, Any], motion: dict[str, Any], frames: int, label: str,
+                    notes: list[str]) -> dict[str, Any]:
+    """Deforum's 3D mode: the camera's lens, its depth, and its moves along the view axis, which
+    Deforum makes 1/tan(fov/2) times faster than a pinhole does (README, 3D camera motion)."""
+    camera: dict[str, Any] = {"mode": "3d"}
+    for key in ("zoom", "angle"):  # Deforum's 3D mode does not use them either
+        if key in settings and not _is_neutral(settings[key], "1" if key == "zoom" else "0", frames):
+            notes.append(f"ignored: {key} {_show(settings[key])} — not used in 3D mode, here as in Deforum")
+    for ours in ("fov", "near", "far"):
+        theirs = f"{ours}_schedule"
+        if theirs in settings:
+            text = _schedule_text(settings[theirs], theirs, frames, label, notes)
+            if text is not None:
+                camera[ours] = text
+    fov = float(parse_schedule(camera["fov"], frames, 0)[0]) if "fov" in camera else DEFORUM_DEFAULT_FOV
+    factor = 1.0 / math.tan(math.radians(fov) / 2.0) if 0 < fov < 180 else 1.0
+    for key in ("translation_z", "rotation_3d_z"):
+        if key in motion and not _is_neutral(motion[key], "0", frames):
+            scaled = _each_keyframe(motion[key], parse_keyframes(motion[key]), lambda x: _format(x * factor),
+                                    lambda expr: f"{factor:.6g} * ({expr})")
+            notes.append(f"changed: {key} {_show(motion[key])} → {_show(scaled)} (×{factor:.4g}: Deforum moves along "
+                         f"the view axis 1/tan(fov/2) times faster than a pinhole camera, at fov {fov:g})")
+            camera[key] = scaled
+    algorithm = str(settings.get("depth_algorithm", "")).strip()
+    notes.append(f"changed: depth_algorithm {algorithm or '(none given)'} → depth none (the picture as a plane "
+                 "facing the camera: no depth model yet)")
+    return camera
 
 
 def _schedule_text(value: Any, key: str, frames: int, label: str, notes: list[str]) -> str | None:
@@ -320,21 +353,25 @@ def _kept_to_run(text: str, least: float, notes: list[str]) -> str | None:
     except ScheduleError as exc:
         notes.append(f"ignored: strength_schedule {_show(text)} — cannot read it here: {exc.reason}")
         return None
-    pieces, clipped = [], False
-    for key in keys:
-        if key.number is not None:
-            clipped = clipped or 1.0 - key.number < least
-            value = _format(max(least, min(1.0, 1.0 - key.number)))
-        else:
-            value = f"max({least:g}, min(1, 1 - ({text[key.pos:_value_end(text, key.pos)]})))"
-        pieces.append(f"{key.key_text or key.frame}:({value})")  # a bare number is key 0
-    converted = ", ".join(pieces)
+    clipped = any(1.0 - key.number < least for key in keys if key.number is not None)
+    converted = _each_keyframe(text, keys, lambda x: _format(max(least, min(1.0, 1.0 - x))),
+                               lambda expr: f"max({least:g}, min(1, 1 - ({expr})))")
     if clipped:
         notes.append(f"changed: strength_schedule keeps (nearly) whole frames: they run strength {least:g} here, "
                      "one step of the model's")
     notes.append(f"changed: strength_schedule {_show(text)} (the share kept) → strength {_show(converted)} "
                  "(the share of steps run)")
     return converted
+
+
+def _each_keyframe(text: str, keys: list, number: Callable[[float], str], expression: Callable[[str], str]) -> str:
+    """The schedule ``text`` (parsed as ``keys``) with each keyframe's value changed: a number by
+    ``number``, an expression (as written) by ``expression``; keys kept as written."""
+    pieces = []
+    for key in keys:
+        value = number(key.number) if key.number is not None else expression(text[key.pos:_value_end(text, key.pos)])
+        pieces.append(f"{key.key_text or key.frame}:({value})")  # a bare number is key 0
+    return ", ".join(pieces)
 
 
 def _value_end(text: str, start: int) -> int:
@@ -405,11 +442,7 @@ def from_parseq(manifest: Mapping[str, Any], name: str, label: str = "manifest",
         if job["noise_mode"] == "incremental":
             notes.append("changed: Parseq's per-frame seeds → noise_mode incremental from the first frame's seed")
 
-    motion: dict[str, Any] = {}
-    for key in PARSEQ_MOTION:
-        series = _series(ordered, key, label)
-        if series is not None:
-            motion[key] = _per_frame(series, key, label)
+    motion = _parseq_motion(ordered, label, notes)
     if motion:
         job["motion"] = motion
     strength = _series(ordered, "strength", label)
@@ -422,17 +455,36 @@ def from_parseq(manifest: Mapping[str, Any], name: str, label: str = "manifest",
             notes.append(f"changed: strength keeps (nearly) whole frames: they run strength {least:g} here")
         job["strength"] = _per_frame([max(least, 1.0 - v) for v in strength], "strength", label)
         notes.append("changed: strength (the share kept) → 1 - strength per frame (the share of steps run)")
-    for key in PARSEQ_3D:
-        series = _series(ordered, key, label)
-        if series is not None and any(v != (0 if key.startswith(("translation", "rotation")) else series[0])
-                                      for v in series):
-            notes.append(f"ignored: {key} — 3D motion is not supported yet (Step 15)")
     noise = _series(ordered, "noise", label)
     if noise is not None and any(noise):
         notes.append("ignored: noise — Deforum adds pixel noise; here noise_scale 1 is the proper flow-matching mix")
     known = {"frame", "seed", "strength", "noise", "deforum_prompt", *PARSEQ_MOTION, *PARSEQ_3D}
     out.unused = sorted({k for r in ordered for k in r if k not in known and not k.endswith(("_delta", "_pc"))})
     return out
+
+
+def _parseq_motion(ordered: list[Mapping[str, Any]], label: str, notes: list[str]) -> dict[str, Any]:
+    """2D motion, or a 3d camera when the manifest moves one (its 3D series are not all at rest):
+    exact per-frame schedules, the moves along the view axis scaled as for Deforum's settings."""
+    series = {key: _series(ordered, key, label) for key in (*PARSEQ_MOTION, *PARSEQ_3D)}
+    camera = any(v and any(x != 0 for x in v) for k, v in series.items() if k in DEFORUM_3D)
+    motion: dict[str, Any] = {"mode": "3d"} if camera else {}
+    moves = ("translation_x", "translation_y", *PARSEQ_3D) if camera else PARSEQ_MOTION
+    if camera:
+        for key in ("zoom", "angle"):
+            rest = 1.0 if key == "zoom" else 0.0
+            if series[key] and any(x != rest for x in series[key]):
+                notes.append(f"ignored: {key} — not used in 3D mode (the manifest moves a 3D camera), here as in Deforum")
+        fov = series["fov"] or [DEFORUM_DEFAULT_FOV] * len(ordered)
+        for key in ("translation_z", "rotation_3d_z"):
+            if series[key] and any(series[key]) and all(0 < f < 180 for f in fov):
+                series[key] = [x / math.tan(math.radians(f) / 2.0) for x, f in zip(series[key], fov)]
+                notes.append(f"changed: {key} × 1/tan(fov/2) per frame (Deforum moves along the view axis that much "
+                             "faster than a pinhole camera)")
+    for key in moves:
+        if series[key] is not None:
+            motion[key] = _per_frame(series[key], key, label)
+    return motion
 
 
 def _series(rows: list[Mapping[str, Any]], key: str, label: str) -> list[float] | None:

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .frames import Cadence, ClipFrames, start_indices
-from .spec import RENDER_KEYS, ClipSpec, JobSpec, clip_output_frames, spec_to_dict
+from .spec import MOTION_3D_KEYS, RENDER_KEYS, ClipSpec, JobSpec, clip_output_frames, spec_to_dict
 from ..table import format_table
 
 PLAN_VERSION = 2  # bump when the renderer's pixels change for the same spec (2: keyframe anchors)
@@ -180,11 +180,19 @@ def pixel_tree(tree: Mapping[str, Any]) -> dict[str, Any]:
         "width": tree["width"],
         "height": tree["height"],
         "clips": [
-            {k: clip[k] for k in (*RENDER_KEYS, "name", "num_frames", "prompts", "init_image")
+            {k: _pixel_motion(clip[k]) if k == "motion" else clip[k]
+             for k in (*RENDER_KEYS, "name", "num_frames", "prompts", "init_image")
              if unchanged.get(k, object()) != clip[k]}
             for clip in tree["clips"]
         ],
     }
+
+
+def _pixel_motion(motion: Mapping[str, Any]) -> dict[str, Any]:
+    """A 2d clip's motion without the camera's keys (at rest in 2d: see MOTION_3D_KEYS)."""
+    if motion.get("mode", "2d") != "2d":
+        return dict(motion)
+    return {k: v for k, v in motion.items() if k not in MOTION_3D_KEYS}
 
 
 def job_id(spec: JobSpec) -> str:
@@ -249,6 +257,10 @@ def format_plan(render_plan: RenderPlan, spec: JobSpec) -> str:
     rows.append(("total", str(p.total_frames), str(len(p.segments)), str(p.total_passes), "", "", "",
                  str(p.total_diffused)))
     lines += format_table(header, rows, left=(0, 5, 6, 7))
+    cameras = [f"{clip.name} 3d (depth {clip.motion.depth}, fov {_short(clip.motion.fov)})"
+               for clip in spec.clips if clip.motion.mode == "3d"]
+    if cameras:
+        lines.append("motion: " + ", ".join(cameras))
     lines += ["", "chains (each is sequential; chains run in parallel, a clip's segments after its anchors)"]
     for c, clip in zip(p.clips, spec.clips):
         if c.anchors:

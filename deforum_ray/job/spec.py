@@ -27,8 +27,9 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import first_line
-from .choices import (CODECS, COLOR_MODES, COMPILE_MODES, FRAME_INTERPOLATIONS, INTERPOLATION_METHODS,
-                      NOISE_MODES, PADDINGS, PRECISIONS, RANDOM_MODEL_NAMES, TRANSITIONS, WARP_INTERPOLATIONS)
+from .choices import (CODECS, COLOR_MODES, COMPILE_MODES, DEPTH_MODELS, FRAME_INTERPOLATIONS, INTERPOLATION_METHODS,
+                      MOTION_MODES, NOISE_MODES, PADDINGS, PRECISIONS, RANDOM_MODEL_NAMES, TRANSITIONS,
+                      WARP_INTERPOLATIONS)
 from .frames import evaluate, lookup, scheduled_fields, start_indices
 from .inputs import audio_problem, image_problem, local_path, within_timeout
 from .limits import MAX_CLIP_FRAMES, MAX_JOB_FRAMES, MAX_SPEC_BYTES, MAX_SPEC_DEPTH, MAX_SPEC_NODES
@@ -114,6 +115,26 @@ class MotionSpec:
     translation_y: str = rule(schedule=True)
     interpolation: str = rule(choices=WARP_INTERPOLATIONS)
     padding: str = rule(choices=PADDINGS)
+    # 3d: a camera that moves by Deforum's 3D schedules (units and signs: frame.motion.camera_matrix)
+    mode: str = rule("2d", choices=MOTION_MODES)
+    translation_z: str = rule("0:(0)", schedule=True, bounds=Bounds(hi=200.0, hi_open=True))
+    rotation_3d_x: str = rule("0:(0)", schedule=True)
+    rotation_3d_y: str = rule("0:(0)", schedule=True)
+    rotation_3d_z: str = rule("0:(0)", schedule=True)
+    fov: str = rule("0:(70)", schedule=True, bounds=Bounds(0.0, 180.0, lo_open=True, hi_open=True))
+    near: str = rule("0:(200)", schedule=True, bounds=POSITIVE)
+    far: str = rule("0:(10000)", schedule=True, bounds=POSITIVE)
+    depth: str = rule("none", choices=DEPTH_MODELS)
+
+
+# The camera's keys: they change no pixel in 2d (validation keeps them at rest there), so a 2d clip's
+# job id leaves them out and stays what it was before 3d existed.
+MOTION_3D_KEYS = ("mode", "translation_z", "rotation_3d_x", "rotation_3d_y", "rotation_3d_z", "fov", "near", "far",
+                  "depth")
+# Motion that belongs to one mode only: (key, its value at rest, the mode it works in, what to use in the other)
+MODE_ONLY_MOTION = (("zoom", 1.0, "2d", "motion.translation_z"), ("angle", 0.0, "2d", "motion.rotation_3d_z"),
+                    ("translation_z", 0.0, "3d", "motion.zoom"), ("rotation_3d_x", 0.0, "3d", None),
+                    ("rotation_3d_y", 0.0, "3d", None), ("rotation_3d_z", 0.0, "3d", "motion.angle"))
 
 
 @dataclass
@@ -791,8 +812,33 @@ def _check_clip(
         _check_strength_runs_a_step(values["strength"], steps, clip.get("init_image") is not None,
                                     _schedule_path(path, raw, "strength"), label, errors)
     _check_segments(path, raw, clip, label, errors)
+    _check_motion_mode(path, raw, clip, values, label, errors)
     if check_paths and clip.get("init_image"):
         _check_init_image(clip["init_image"], _join(path, "init_image"), errors)
+
+
+def _check_motion_mode(path: str, raw: Mapping[str, Any], clip: dict[str, Any], values: Mapping[str, np.ndarray],
+                       label: str, errors: list[str]) -> None:
+    """Each mode's motion stays at rest in the other mode (it would be silently ignored), and a
+    3d camera's near plane lies before its far plane."""
+    mode = (clip.get("motion") or {}).get("mode", "2d")
+    if mode not in MOTION_MODES:
+        return  # reported as a bad choice already
+    for key, rest, works_in, instead in MODE_ONLY_MOTION:
+        arr = values.get(f"motion.{key}")
+        if arr is None or works_in == mode:
+            continue
+        moving = np.flatnonzero(arr != rest)
+        if moving.size:
+            use = f" (in {mode}: {instead})" if instead else ""
+            errors.append(f"{_schedule_path(path, raw, f'motion.{key}')}: moves only in motion.mode {works_in}; "
+                          f"{label} is {mode} and it is {arr[moving[0]]:g} at frame {moving[0]}{use}")
+    near, far = values.get("motion.near"), values.get("motion.far")
+    if mode == "3d" and near is not None and far is not None:
+        bad = np.flatnonzero(near >= far)
+        if bad.size:
+            errors.append(f"{_schedule_path(path, raw, 'motion.near')}: must be < motion.far, but is "
+                          f"{near[bad[0]]:g} >= {far[bad[0]]:g} at frame {bad[0]} of {label}")
 
 
 def _check_segments(path: str, raw: Mapping[str, Any], clip: dict[str, Any], label: str, errors: list[str]) -> None:
