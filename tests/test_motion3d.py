@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from deforum_ray.frame.loop import Chain, FrameSchedules, LoopState, run_chain
-from deforum_ray.frame.motion import TRANSLATION_SCALE, camera_matrix, compose, motion_matrix, warp
+from deforum_ray.frame.motion import (TRANSLATION_SCALE, camera_matrix, compose, depth_grid, motion_matrix,
+                                     perspective_grid, warp)
 from deforum_ray.frame.prompts import encode_prompts
 from deforum_ray.job.plan import format_plan, job_id, plan
 from deforum_ray.job.spec import SpecError, load_job
@@ -100,6 +101,32 @@ def test_moves_over_several_frames_compose_as_one_homography():
     for m in moves:
         step_by_step = apply(m, step_by_step)
     np.testing.assert_allclose(apply(compose(moves), GRID), step_by_step, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize(("translation", "rotation"), [((0, 0, 6), (0, 0, 0)), ((3, -2, 5), (0.7, -1.2, 2.0)),
+                                                       ((0, 0, 0), (0, 1.5, 0))])
+def test_a_depth_map_of_one_distance_is_the_plane_and_its_homography(translation, rotation):
+    h, w = 24, 40
+    plane = depth_grid(torch.ones(h, w, dtype=torch.float64), translation, rotation, 60, h * 8)
+    exact = perspective_grid(camera_matrix(translation, rotation, 60, h * 8), h, w, 8, torch.device("cpu"))
+    torch.testing.assert_close(plane, exact, rtol=0, atol=1e-6)
+
+
+def test_with_two_planes_the_near_one_moves_more_by_the_pinhole_ratio():
+    """A sideways camera move shifts a point by focal * move / distance: the left half at distance 1
+    moves three times as far as the right half at distance 3."""
+    h, w = 16, 64
+    depth = torch.ones(h, w, dtype=torch.float64)
+    depth[:, w // 2:] = 3.0
+    move = 8.0  # translation_x: the camera right by 8/200 of the near plane's distance
+    grid = depth_grid(depth, (move, 0, 0), (0, 0, 0), 60, h * 8)
+    identity = perspective_grid(np.eye(3), h, w, 8, torch.device("cpu"))
+    shift_cells = (grid - identity)[0, ..., 0] * (w / 2)  # where each cell samples, minus where it is, in cells
+    focal_cells = h / 2 / math.tan(math.radians(30))
+    near, far = shift_cells[:, 4:w // 2 - 8], shift_cells[:, w // 2 + 8:-4]  # away from the edge between them
+    # The picture moves left, so each cell samples to its right: by focal * 0.04 / distance cells.
+    torch.testing.assert_close(near, torch.full_like(near, focal_cells * move / 200 / 1.0), rtol=0, atol=1e-6)
+    torch.testing.assert_close(far, torch.full_like(far, focal_cells * move / 200 / 3.0), rtol=0, atol=1e-6)
 
 
 def spec3d(tmp_path, **motion):

@@ -36,6 +36,7 @@ def motion_matrix(zoom: float, angle: float, translation_x: float, translation_y
 
 
 TRANSLATION_SCALE = 1.0 / 200.0  # Deforum's (from Disco Diffusion): a unit moves 1/200 of the plane's distance
+Vector3 = tuple[float, float, float]  # x, y, z
 
 
 def euler_xyz(x: float, y: float, z: float) -> np.ndarray:
@@ -48,8 +49,7 @@ def euler_xyz(x: float, y: float, z: float) -> np.ndarray:
     return rx @ ry @ rz
 
 
-def camera_matrix(translation: tuple[float, float, float], rotation: tuple[float, float, float], fov: float,
-                  height: int) -> np.ndarray:
+def camera_matrix(translation: Vector3, rotation: Vector3, fov: float, height: int) -> np.ndarray:
     """3x3 forward map (centred pixels, x right, y down) of one frame's camera move, the picture
     being a plane facing the camera at distance 1 (``depth: none``): a homography.
 
@@ -62,12 +62,56 @@ def camera_matrix(translation: tuple[float, float, float], rotation: tuple[float
     ``H = K (R^T + T e_z^T) K^-1``. Deforum instead subtracts each pixel's displacement, measured in
     projected units, from the grid: the same to first order for x/y moves, 1/tan(fov/2) times
     faster for z moves (README, 3D motion)."""
-    t = np.array([-translation[0], translation[1], -translation[2]], dtype=np.float64) * TRANSLATION_SCALE
-    r = euler_xyz(*(math.radians(a) for a in rotation))
+    r_t, t = camera_move(translation, rotation)
     focal = height / 2.0 / math.tan(math.radians(fov) / 2.0)
     k, k_inv = np.diag([focal, focal, 1.0]), np.diag([1.0 / focal, 1.0 / focal, 1.0])
-    h = k @ (r.T + np.outer(t, [0.0, 0.0, 1.0])) @ k_inv
+    h = k @ (r_t + np.outer(t, [0.0, 0.0, 1.0])) @ k_inv
     return h / h[2, 2]
+
+
+def camera_move(translation: Vector3, rotation: Vector3) -> tuple[np.ndarray, np.ndarray]:
+    """(R^T, T) of one frame's camera move in Deforum's units: a point X seen before the move is
+    at ``R^T X + T`` after it (see :func:`camera_matrix`)."""
+    t = np.array([-translation[0], translation[1], -translation[2]], dtype=np.float64) * TRANSLATION_SCALE
+    return euler_xyz(*(math.radians(a) for a in rotation)).T, t
+
+
+def depth_grid(depth: Tensor, translation: Vector3, rotation: Vector3, fov: float, height: int, vae_scale: int = 8,
+               iterations: int = 6) -> Tensor:
+    """``grid_sample`` grid (1, h, w, 2, float64) of a camera move over a scene with a depth per
+    latent cell (``depth``: (h, w), distance along the view axis; the plane of ``depth: none`` is 1).
+
+    A cell p of the earlier frame, at depth d(p), is the point X = d K^-1 p; after the move it is
+    seen at q = f(p) = K (R^T X + T) projected. An output cell q samples the earlier frame at the p
+    with f(p) = q, found by fixed-point steps p <- p + (q - f(p)) from p = q (the first step is
+    Deforum's: the displacement at q, subtracted); with one depth everywhere this is the inverse
+    homography of :func:`camera_matrix`."""
+    h, w = depth.shape
+    device = depth.device
+    r_t, t = camera_move(translation, rotation)
+    r_t, t = torch.from_numpy(r_t).to(device), torch.from_numpy(t).to(device)
+    focal = height / 2.0 / math.tan(math.radians(fov) / 2.0) / vae_scale  # in latent cells
+    ys = torch.arange(h, dtype=torch.float64, device=device) + 0.5 - h / 2.0
+    xs = torch.arange(w, dtype=torch.float64, device=device) + 0.5 - w / 2.0
+    qy, qx = torch.meshgrid(ys, xs, indexing="ij")
+    d = depth.to(torch.float64)
+
+    def sample(field: Tensor, px: Tensor, py: Tensor) -> Tensor:
+        grid = torch.stack([px / (w / 2.0), py / (h / 2.0)], dim=-1)[None]
+        return F.grid_sample(field[None, None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, 0]
+
+    def moved(px: Tensor, py: Tensor) -> tuple[Tensor, Tensor]:
+        dp = sample(d, px, py)
+        points = torch.stack([px / focal * dp, py / focal * dp, dp])  # (3, h, w)
+        seen = torch.einsum("ij,jhw->ihw", r_t, points) + t[:, None, None]
+        z = seen[2].clamp_min(1e-9)
+        return focal * seen[0] / z, focal * seen[1] / z
+
+    px, py = qx.clone(), qy.clone()
+    for _ in range(iterations):
+        fx, fy = moved(px, py)
+        px, py = px + (qx - fx), py + (qy - fy)
+    return torch.stack([px / (w / 2.0), py / (h / 2.0)], dim=-1)[None]
 
 
 def perspective_grid(matrix: np.ndarray, height: int, width: int, vae_scale: int, device: torch.device) -> Tensor:

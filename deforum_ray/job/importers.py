@@ -474,7 +474,8 @@ def _parseq_motion(ordered: list[Mapping[str, Any]], label: str, notes: list[str
         for key in ("zoom", "angle"):
             rest = 1.0 if key == "zoom" else 0.0
             if series[key] and any(x != rest for x in series[key]):
-                notes.append(f"ignored: {key} — not used in 3D mode (the manifest moves a 3D camera), here as in Deforum")
+                notes.append(f"ignored: {key} — not used in 3D mode (the manifest moves a 3D camera), "
+                             "here as in Deforum")
         fov = series["fov"] or [DEFORUM_DEFAULT_FOV] * len(ordered)
         for key in ("translation_z", "rotation_3d_z"):
             if series[key] and any(series[key]) and all(0 < f < 180 for f in fov):
