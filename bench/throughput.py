@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from deforum_ray.model.loading import build_random  # noqa: E402
 from deforum_ray.store import RenderStore  # noqa: E402
-from cadence import flicker  # noqa: E402  (bench/cadence.py)
+from cadence import flicker, run_log_rate  # noqa: E402  (bench/cadence.py)
 
 STEPS, STRENGTH = 4, 0.5
 PASSES = round(STEPS * STRENGTH)  # transformer passes per frame after the first
@@ -210,12 +210,10 @@ def render(size: int, variant: str, frames: int, work: Path, cache: Path) -> dic
         (twin,) = [p for p in (work / f"{twin_variant}-{size}").iterdir() if p.is_dir()]
         psnr = mean_psnr(job_dir, twin)
     rows = [r for r in RenderStore(str(job_dir)).read_runlog() if r["segment"] >= 0]
-    stamps = np.array(sorted(r["timestamp"] for r in rows))
     first = min(rows, key=lambda r: r["timestamp"])
-    steady = (len(stamps) - 1) / (stamps[-1] - stamps[0])
-    return {"variant": variant, "size": size, "chains": chains, "frames": len(rows), "fps": steady,
-            "diffused": sum(1 for r in rows if r["diffused"]), **flicker(job_dir),
-            "ms_per_frame": 1000 / steady, "first_frame_s": first["seconds"], "wall_s": wall,
+    rate = run_log_rate(job_dir)  # frames, diffused, fps
+    return {"variant": variant, "size": size, "chains": chains, **rate, **flicker(job_dir),
+            "ms_per_frame": 1000 / rate["fps"], "first_frame_s": first["seconds"], "wall_s": wall,
             # the command's start to its first frame written: Ray, model load, embedding, placing, compiling
             "start_to_first_frame_s": first["timestamp"] - started_at,
             "peak_gib": memory.gib,

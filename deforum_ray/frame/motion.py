@@ -91,27 +91,35 @@ def depth_grid(depth: Tensor, translation: Vector3, rotation: Vector3, fov: floa
     r_t, t = camera_move(translation, rotation)
     r_t, t = torch.from_numpy(r_t).to(device), torch.from_numpy(t).to(device)
     focal = height / 2.0 / math.tan(math.radians(fov) / 2.0) / vae_scale  # in latent cells
-    ys = torch.arange(h, dtype=torch.float64, device=device) + 0.5 - h / 2.0
-    xs = torch.arange(w, dtype=torch.float64, device=device) + 0.5 - w / 2.0
-    qy, qx = torch.meshgrid(ys, xs, indexing="ij")
-    d = depth.to(torch.float64)
-
-    def sample(field: Tensor, px: Tensor, py: Tensor) -> Tensor:
-        grid = torch.stack([px / (w / 2.0), py / (h / 2.0)], dim=-1)[None]
-        return F.grid_sample(field[None, None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, 0]
+    qx, qy = cell_centres(h, w, device)
+    d = depth.to(torch.float64)[None, None]
 
     def moved(px: Tensor, py: Tensor) -> tuple[Tensor, Tensor]:
-        dp = sample(d, px, py)
+        dp = F.grid_sample(d, normalised(px, py), mode="bilinear", padding_mode="border", align_corners=False)[0, 0]
         points = torch.stack([px / focal * dp, py / focal * dp, dp])  # (3, h, w)
         seen = torch.einsum("ij,jhw->ihw", r_t, points) + t[:, None, None]
         z = seen[2].clamp_min(1e-9)
         return focal * seen[0] / z, focal * seen[1] / z
 
-    px, py = qx.clone(), qy.clone()
+    px, py = qx, qy
     for _ in range(iterations):
         fx, fy = moved(px, py)
         px, py = px + (qx - fx), py + (qy - fy)
-    return torch.stack([px / (w / 2.0), py / (h / 2.0)], dim=-1)[None]
+    return normalised(px, py)
+
+
+def cell_centres(height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(x, y) of every latent cell's centre, in cells from the frame centre (float64, (h, w) each)."""
+    ys = torch.arange(height, dtype=torch.float64, device=device) + 0.5 - height / 2.0
+    xs = torch.arange(width, dtype=torch.float64, device=device) + 0.5 - width / 2.0
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return xx, yy
+
+
+def normalised(x: Tensor, y: Tensor) -> Tensor:
+    """``grid_sample`` grid (1, h, w, 2) of points given in cells from the centre of an (h, w) frame."""
+    h, w = x.shape
+    return torch.stack([x / (w / 2.0), y / (h / 2.0)], dim=-1)[None]
 
 
 def perspective_grid(matrix: np.ndarray, height: int, width: int, vae_scale: int, device: torch.device) -> Tensor:
@@ -120,15 +128,14 @@ def perspective_grid(matrix: np.ndarray, height: int, width: int, vae_scale: int
     source lies behind the camera sample far outside the frame, which the padding fills."""
     cells = np.diag([1.0 / vae_scale, 1.0 / vae_scale, 1.0]) @ matrix @ np.diag([vae_scale, vae_scale, 1.0])
     inverse = torch.from_numpy(np.linalg.inv(cells)).to(device)
-    ys = torch.arange(height, dtype=torch.float64, device=device) + 0.5 - height / 2.0
-    xs = torch.arange(width, dtype=torch.float64, device=device) + 0.5 - width / 2.0
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    xx, yy = cell_centres(height, width, device)
     source = inverse @ torch.stack([xx.flatten(), yy.flatten(), torch.ones_like(xx).flatten()])
     w = source[2]
     ahead = w > 1e-9
-    x = torch.where(ahead, source[0] / torch.where(ahead, w, 1.0) / (width / 2.0), torch.full_like(w, 4.0))
-    y = torch.where(ahead, source[1] / torch.where(ahead, w, 1.0) / (height / 2.0), torch.full_like(w, 4.0))
-    return torch.stack([x, y], dim=-1).reshape(1, height, width, 2)
+    far = torch.full_like(w, 4.0 * max(height, width))  # well outside the frame
+    x = torch.where(ahead, source[0] / torch.where(ahead, w, 1.0), far).reshape(height, width)
+    y = torch.where(ahead, source[1] / torch.where(ahead, w, 1.0), far).reshape(height, width)
+    return normalised(x, y)
 
 
 def grid_theta(matrix: np.ndarray, height: int, width: int, vae_scale: int = 8) -> Tensor:

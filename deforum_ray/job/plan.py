@@ -143,21 +143,27 @@ def frame_passes(clip: ClipSpec) -> list[int]:
     return ClipFrames.of(clip).passes.tolist()
 
 
-def diffused_frames(clip: ClipSpec) -> list[int]:
+def diffused_frames(clip: ClipSpec, segments: tuple[Segment, ...]) -> list[int]:
     """The frames the transformer denoises, besides the anchors after the first: each chain's
     cadence keys (a segment's first frame is its anchor, already denoised)."""
-    segments = cut_segments(clip)
-    chains = segments if len(segments) > 1 else (Segment(clip.name, 0, 0, clip.num_frames),)
-    return [k for seg in chains for k in Cadence(seg.start, seg.stop, clip.cadence).keys() if k == 0 or k != seg.start]
+    return [k for seg in segments for k in Cadence(seg.start, seg.stop, clip.cadence).keys()
+            if k == 0 or k != seg.start]
 
 
-def clip_passes(clip: ClipSpec) -> int:
-    """Transformer passes for a whole clip: its diffused frames at their strength, and each anchor
-    after the first at ``anchor_strength`` in the anchor chain."""
+def clip_passes(clip: ClipSpec, segments: tuple[Segment, ...], diffused: list[int]) -> int:
+    """Transformer passes for a whole clip: its ``diffused`` frames at their strength, and each
+    anchor after the first at ``anchor_strength`` in the anchor chain."""
     passes = frame_passes(clip)
-    anchors = [seg.start for seg in cut_segments(clip)][1:]
     per_anchor = clip.steps - int(start_indices(np.array([clip.anchor_strength]), clip.steps)[0])
-    return sum(passes[k] for k in diffused_frames(clip)) + per_anchor * len(anchors)
+    return sum(passes[k] for k in diffused) + per_anchor * (len(segments) - 1)
+
+
+def clip_plan(clip: ClipSpec) -> ClipPlan:
+    segments = cut_segments(clip)
+    diffused = diffused_frames(clip, segments)
+    return ClipPlan(name=clip.name, num_frames=clip.num_frames, segments=segments,
+                    passes=clip_passes(clip, segments, diffused), diffused=len(diffused) + len(segments) - 1,
+                    prompt_keys=tuple(clip.prompts))
 
 
 def cut_segments(clip: ClipSpec) -> tuple[Segment, ...]:
@@ -216,17 +222,7 @@ def tree_diff(a: Any, b: Any, path: str = "") -> list[str]:
 
 def plan(spec: JobSpec) -> RenderPlan:
     ident = job_id(spec)
-    clips = tuple(
-        ClipPlan(
-            name=clip.name,
-            num_frames=clip.num_frames,
-            segments=cut_segments(clip),
-            passes=clip_passes(clip),
-            diffused=len(diffused_frames(clip)) + max(len(cut_segments(clip)) - 1, 0),
-            prompt_keys=tuple(clip.prompts),
-        )
-        for clip in spec.clips
-    )
+    clips = tuple(clip_plan(clip) for clip in spec.clips)
     return RenderPlan(
         job_name=spec.name,
         job_id=ident,
