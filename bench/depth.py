@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deforum_ray.frame.motion import depth_grid  # noqa: E402
+from deforum_ray.frame.motion import rigid_move, warp_depth  # noqa: E402
 from deforum_ray.model.depth import DepthModel  # noqa: E402
 
 
@@ -79,8 +78,7 @@ def main() -> None:
     z = torch.randn(1, 16, *cells, device="cuda")
 
     def warp_once():
-        grid = depth_grid(distances, (2.0, -1.0, 3.0), (0.5, -0.7, 0.3), 70, args.size).expand(1, *cells, 2)
-        return F.grid_sample(z.double(), grid, mode="bicubic", padding_mode="reflection", align_corners=False)
+        return warp_depth(z, rigid_move((2.0, -1.0, 3.0), (0.5, -0.7, 0.3)), distances, 70, args.size)
 
     rows["grid_and_warp_ms"] = timed(warp_once, args.frames)
     Path(args.out).write_text(json.dumps(rows, indent=2))

@@ -19,6 +19,8 @@ the bf16 matmul rate measured in the same run, the GPU's peak memory (nvidia-smi
 and the worker's own peak (torch's reserved memory, from the run log). Variants ``-c2``, ``-c4``
 render at diffusion cadence 2 and 4; every row also gives the frames diffused and the flicker of
 clip c0 (``bench/cadence.py``: the latent change the camera does not explain, mean and spread).
+Variants ``-3d`` move a 3d camera by the same zoom as a plane (``depth: none``), ``-3d-depth``
+over the depth a Depth Anything V2 Small-sized model (random weights, ``bench/depth.py``) sees.
 """
 
 from __future__ import annotations
@@ -67,6 +69,11 @@ VARIANTS = {
     "compiled-c4": (1, {"compile": True, "cadence": 4}, None),
     "k4-compiled-c2": (4, {"compile": True, "cadence": 2}, None),
     "k4-compiled-c4": (4, {"compile": True, "cadence": 4}, None),
+    "compiled-3d": (1, {"compile": True, "camera": "none"}, None),  # motion.mode 3d, a plane
+    "compiled-3d-depth": (1, {"compile": True, "camera": "depth"}, None),  # ... with a depth model
+    "k4-compiled-3d": (4, {"compile": True, "camera": "none"}, None),
+    "k4-compiled-3d-depth": (4, {"compile": True, "camera": "depth"}, None),
+    "k4-compiled-c4-3d-depth": (4, {"compile": True, "cadence": 4, "camera": "depth"}, None),
     "k4-fp8-compiled-cudagraphs-full-encoders": (4, {"precision": "fp8", "compile": True,
                                                      "compile_mode": "reduce-overhead"}, FULL_ENCODERS),
 }
@@ -173,14 +180,30 @@ def render_job(size: int, chains: int, frames: int, cluster: dict, out: Path, so
     cluster = dict(cluster)
     model = {"preset": "flux1-schnell-random", "precision": cluster.pop("precision", "bf16"),
              "source": source or "random:flux1-schnell"}
+    motion: dict = {"zoom": "0:(1.02)", "angle": "0:(0.3)"}
+    camera = cluster.pop("camera", None)
+    if camera is not None:  # the same zoom and turn: translation_z 200 (1 - 1/1.02)
+        motion = {"mode": "3d", "translation_z": "0:(3.92)", "rotation_3d_z": "0:(0.3)", "rotation_3d_y": "0:(0.2)",
+                  "depth": str(depth_folder(out.parent)) if camera == "depth" else "none"}
     return {
         "name": "bench", "model": model, "width": size, "height": size, "seed": 1, "cadence": cluster.pop("cadence", 1),
         "strength": STRENGTH, "steps": STEPS, "color_coherence": "match_first",
-        "motion": {"zoom": "0:(1.02)", "angle": "0:(0.3)"},
+        "motion": motion,
         "clips": [{"name": f"c{i}", "num_frames": frames, "prompts": {0: "a lighthouse at dusk"}} for i in range(chains)],
         "output": {"uri": str(out)},
         "cluster": {"num_workers": 1, "chains_per_worker": chains, **cluster},
     }
+
+
+def depth_folder(work: Path) -> Path:
+    """Depth Anything V2 Small-sized random weights, saved once under ``work``."""
+    from depth import small_sized  # bench/depth.py
+
+    folder = work / "depth-small-sized"
+    if not (folder / "config.json").is_file():
+        torch.manual_seed(0)
+        small_sized().save_pretrained(folder)
+    return folder
 
 
 def variant_settings(variant: str) -> tuple[int, dict, str | None]:

@@ -310,24 +310,26 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch_model(args: argparse.Namespace) -> int:
+    from .job.choices import DEPTH_PRESETS
     from .job.spec import SpecError, model_presets, preset_model
     from .model.fetch import ModelAccessError
     from .model.loading import ModelError
 
+    depth = args.depth or args.model in DEPTH_PRESETS
     try:
-        preset = preset_model(args.model)
+        preset = None if depth else preset_model(args.model)
     except SpecError as exc:
         raise UsageError(exc.errors) from None
-    source = str(preset["source"]) if preset else args.model
+    source = str(preset["source"]) if preset else DEPTH_PRESETS.get(args.model, args.model)
     if preset is None and "/" not in source and source != "tiny" and not source.startswith("random:"):
         raise UsageError([f"deforum-ray fetch-model: {source!r} is no model preset ({', '.join(model_presets())}), "
-                          "Hugging Face repo id (owner/name) or folder"])
+                          f"depth preset ({', '.join(DEPTH_PRESETS)}), Hugging Face repo id (owner/name) or folder"])
     if args.all_nodes:
-        return _fetch_on_every_node(source, args)
+        return _fetch_on_every_node(source, args, depth)
     from .model.fetch import fetch_model
 
     try:
-        result = fetch_model(source, progress=not args.no_progress)
+        result = fetch_model(source, progress=not args.no_progress, depth=depth)
     except ModelAccessError as exc:
         raise UsageError([str(exc)]) from None
     except ModelError as exc:
@@ -337,7 +339,7 @@ def _cmd_fetch_model(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _fetch_on_every_node(source: str, args: argparse.Namespace) -> int:
+def _fetch_on_every_node(source: str, args: argparse.Namespace, depth: bool = False) -> int:
     from tqdm import tqdm
 
     from .model.fetch import ModelAccessError
@@ -353,7 +355,7 @@ def _fetch_on_every_node(source: str, args: argparse.Namespace) -> int:
             bar.write(fetched.line(), file=sys.stderr)
 
     try:
-        fetched = fetch_on_every_node(source, args.address, on_done=done)
+        fetched = fetch_on_every_node(source, args.address, on_done=done, depth=depth)
     except ClusterUnreachable as exc:
         raise UsageError([str(exc)]) from None
     finally:
@@ -427,10 +429,15 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = commands.add_parser(
         "fetch-model", help="download a model into this node's Hugging Face cache (or every node's), so renders "
                             "load it offline",
-        description="Download what a render loads (the diffusers folders) into the HF cache ($HF_HOME) once; "
-                    "workers then load it with local_files_only. Gated models need HF_TOKEN.")
+        description="Download what a render loads (the diffusers folders; a depth model's transformers files) "
+                    "into the HF cache ($HF_HOME) once; workers then load it with local_files_only. Gated models "
+                    "need HF_TOKEN.")
     fetch.add_argument("model", metavar="PRESET|REPO|FOLDER",
-                       help="a model preset (flux1-schnell), a Hugging Face repo id or a local diffusers folder")
+                       help="a model preset (flux1-schnell) or depth preset (depth-anything-v2-small), a Hugging "
+                            "Face repo id or a local diffusers folder")
+    fetch.add_argument("--depth", action="store_true",
+                       help="REPO is a depth model for motion.depth (a transformers depth estimator); implied by "
+                            "a depth preset")
     fetch.add_argument("--all-nodes", action="store_true",
                        help="fetch on every node of the running cluster (--address, else RAY_ADDRESS), one task "
                             "per node")

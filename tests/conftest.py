@@ -175,3 +175,29 @@ def frame_hashes(job_dir: Path) -> dict[str, str]:
 def only_job_dir(out: Path) -> Path:
     (job_dir,) = [p for p in out.iterdir() if p.is_dir()]
     return job_dir
+
+
+def tiny_depth_anything(seed: int = 0):
+    """A Depth Anything with a few thousand random weights: the architecture of the real ones."""
+    import torch
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                            image_size=56, patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, fusion_hidden_size=16,
+                                 neck_hidden_sizes=[8, 16, 32, 32], reassemble_factors=[4, 2, 1, 0.5],
+                                 head_hidden_size=8, patch_size=14)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return DepthAnythingForDepthEstimation(config).eval()
+
+
+@pytest.fixture(scope="session")
+def depth_folder(tmp_path_factory) -> Path:
+    """A tiny random Depth Anything saved to a folder, with a preprocessor config that shrinks its input."""
+    folder = tmp_path_factory.mktemp("tiny-depth")
+    tiny_depth_anything().save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text('{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], '
+                                                     '"size": {"height": 56, "width": 56}}')
+    return folder

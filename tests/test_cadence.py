@@ -20,6 +20,7 @@ from deforum_ray.frame.prompts import encode_prompts
 from deforum_ray.job.frames import Cadence
 from deforum_ray.job.plan import frame_passes, plan
 from deforum_ray.job.spec import load_job
+from deforum_ray.model.depth import DepthModel
 from deforum_ray.model.loading import build_tiny
 from deforum_ray.render.driver import render, summary_table
 from deforum_ray.store import RenderStore
@@ -115,31 +116,41 @@ def test_in_betweens_are_the_keys_around_them_warped_to_the_frame_and_blended(tm
         torch.testing.assert_close(blended, z_a + w * (z_b - z_a), rtol=0, atol=1e-6)
 
 
-def render_lanes(tiny, spec, states: list[LoopState], stop: int) -> list[list[FrameOut]]:
+def render_lanes(tiny, spec, states: list[LoopState], stop: int, depth=None) -> list[list[FrameOut]]:
     """Every clip of ``spec`` as one lane, advanced together (a worker's chains_per_worker)."""
     embeddings = encode_prompts(tiny, sorted({p for clip in spec.clips for p in clip.prompts.values()}))
     outs: list[list[FrameOut]] = [[] for _ in spec.clips]
-    lanes = [Lane(Chain(tiny, clip, spec.width, spec.height, embeddings), state, stop, outs[i].append, pictures=True)
+    lanes = [Lane(Chain(tiny, clip, spec.width, spec.height, embeddings, depth_model=depth), state, stop,
+                  outs[i].append, pictures=True)
              for i, (clip, state) in enumerate(zip(spec.clips, states))]
     advance(lanes)
     assert all(lane.error is None for lane in lanes)
     return outs
 
 
-@pytest.mark.parametrize("chains", [1, 2])
-def test_a_checkpoint_between_two_keys_resumes_bit_exactly(tmp_path, tiny, chains):
-    """The state after an in-between holds both keys: saved through safetensors bytes and resumed,
-    each chain ends with exactly the pictures of one that never stopped, decoded as the worker
-    does (the frames between two keys, of every chain advanced together, in one VAE call)."""
+@pytest.mark.parametrize(("chains", "camera"), [(1, "2d"), (2, "2d"), (2, "3d with depth")])
+def test_a_checkpoint_between_two_keys_resumes_bit_exactly(tmp_path, tiny, chains, camera, depth_folder):
+    """The state after an in-between holds both keys (and, with a depth model, the depth each was
+    seen at): saved through safetensors bytes and resumed, each chain ends with exactly the
+    pictures of one that never stopped, decoded as the worker does (the frames between two keys,
+    of every chain advanced together, in one VAE call)."""
+    depth, motion = None, {}
+    if camera != "2d":
+        depth = DepthModel.load(str(depth_folder))
+        motion = {"motion": {"mode": "3d", "translation_x": "0:(1.5)", "translation_z": "0:(3)",
+                             "rotation_3d_y": "0:(0.8)", "depth": str(depth_folder)}}
     spec = spec_of(tmp_path, 11, 3, clips=[{"name": f"c{i}", "num_frames": 11, "seed": 5 + i,
-                                            "prompts": {0: "a red fox", 5: "a snowy hill"}} for i in range(chains)])
-    straight = render_lanes(tiny, spec, [LoopState() for _ in range(chains)], 11)
-    first = render_lanes(tiny, spec, [LoopState() for _ in range(chains)], 5)  # keys 0, 3, 6: 6 diffused, 5 not out
+                                            "prompts": {0: "a red fox", 5: "a snowy hill"}} for i in range(chains)],
+                   **motion)
+    straight = render_lanes(tiny, spec, [LoopState() for _ in range(chains)], 11, depth)
+    first = render_lanes(tiny, spec, [LoopState() for _ in range(chains)], 5, depth)  # keys 0, 3, 6: 5 not out
     states = [outs[-1].state for outs in first]
     assert all(state.frame == 5 and state.next_key is not None for state in states)
+    assert all((state.depth is not None and state.next_key_depth is not None) == (depth is not None)
+               for state in states)
     restored = [LoopState.from_tensors(load(save(state.tensors()))) for state in states]
     assert torch.equal(restored[0].next_key, states[0].next_key.cpu())
-    rest = render_lanes(tiny, spec, restored, 11)
+    rest = render_lanes(tiny, spec, restored, 11, depth)
     for i in range(chains):
         frames = first[i] + rest[i]
         assert [o.frame for o in frames] == list(range(11))

@@ -18,16 +18,23 @@ from deforum_ray.store import RenderStore
 
 
 # The Ctrl-C/SIGKILL job diffuses every third frame and checkpoints every third: each checkpoint
-# falls between two keys (its state holds both), the hardest place to resume from.
-CADENCED = {"cadence": 3, "cluster": {"checkpoint_every": 3, "cpu_threads": 1}}
+# falls between two keys (its state holds both, and the depth each was seen at), the hardest place to
+# resume from. Its camera moves in 3d over the depth a (tiny) depth model sees in each key.
 CADENCED_EVERY = 3
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, ray_cluster) -> dict[str, str]:
+def cadenced(depth_folder) -> dict:
+    return {"cadence": 3, "cluster": {"checkpoint_every": CADENCED_EVERY, "cpu_threads": 1},
+            "motion": {"mode": "3d", "translation_x": "0:(2)", "translation_z": "0:(3)", "rotation_3d_y": "0:(0.6)",
+                       "rotation_3d_z": "0:(0.5)", "depth": str(depth_folder)}}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, ray_cluster, cadenced) -> dict[str, str]:
     """The frames of an uninterrupted render (in this process: the same bytes, see ``resume_job``)."""
     folder = tmp_path_factory.mktemp("reference")
-    assert render_here(None, str(resume_job(folder, **CADENCED)), f"output.uri={folder / 'out'}")[0] == 0
+    assert render_here(None, str(resume_job(folder, **cadenced)), f"output.uri={folder / 'out'}")[0] == 0
     hashes = frame_hashes(only_job_dir(folder / "out"))
     assert len(hashes) == 162
     return hashes
@@ -71,12 +78,12 @@ def test_workers_of_a_killed_driver_stop_instead_of_finishing_their_chain(tmp_pa
         psutil.wait_procs(tree, timeout=30)
 
 
-def test_ctrl_c_then_sigkill_mid_clip_resume_bit_identically(tmp_path, reference, capsys):
-    """A render at cadence 3 stopped twice, cleanly (Ctrl-C) and then outright (SIGKILL), ends with
-    the frames of an uninterrupted one; each run picks up from the last good checkpoint, which
-    lies between two diffused frames."""
+def test_ctrl_c_then_sigkill_mid_clip_resume_bit_identically(tmp_path, reference, capsys, cadenced):
+    """A 3d render with a depth model at cadence 3 stopped twice, cleanly (Ctrl-C) and then
+    outright (SIGKILL), ends with the frames of an uninterrupted one; each run picks up from the
+    last good checkpoint, which lies between two diffused frames."""
     out = tmp_path / "out"
-    job = resume_job(tmp_path, **CADENCED)
+    job = resume_job(tmp_path, **cadenced)
     every = CADENCED_EVERY
     process = start_cli("render", str(job), f"output.uri={out}", "--no-progress")
     stop_when(process, lambda: frames_written(out) >= 23, sig=signal.SIGINT)
@@ -105,7 +112,7 @@ def test_ctrl_c_then_sigkill_mid_clip_resume_bit_identically(tmp_path, reference
     resumed_from = min(r["frame"] for r in rows if r["worker"] == runs[2] and r["clip"] == "long")
     assert resumed_from % every == 0 and 0 < resumed_from <= killed_at
     checkpoint = RenderStore(str(job_dir)).get_checkpoint("long", 0, resumed_from)
-    assert checkpoint is not None and "next_key" in checkpoint  # resumed between two keys
+    assert checkpoint is not None and {"next_key", "depth", "next_key_depth"} <= set(checkpoint)  # between two keys
     before = [r for r in rows if r["clip"] == "long" and r["frame"] < resumed_from]
     assert sorted(r["frame"] for r in before) == list(range(resumed_from))  # each exactly once, over all runs
     assert all(r["worker"] in runs[:2] for r in before)

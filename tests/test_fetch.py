@@ -99,6 +99,34 @@ def test_fetch_model_errors_are_one_line(tiny_folder, tmp_path, hub_here, capsys
     assert code == 2 and err.strip().endswith("has no model_index.json: not a diffusers model folder")
 
 
+def test_a_depth_preset_is_fetched_as_a_depth_model_and_loads_offline_after(depth_folder, tmp_path, hub_here,
+                                                                             capsys):
+    """``fetch-model depth-anything-v2-small`` downloads the preset's repository (a transformers
+    depth estimator: its config, preprocessor config and weights) into the cache, where
+    ``motion.depth`` then finds it with the hub gone."""
+    import torch
+
+    from deforum_ray.job.choices import DEPTH_PRESETS
+    from deforum_ray.model.depth import DepthModel, DepthModelError
+
+    repo = DEPTH_PRESETS["depth-anything-v2-small"]
+    with pytest.raises(DepthModelError, match="run deforum-ray fetch-model depth-anything-v2-small$"):
+        DepthModel.load("depth-anything-v2-small")  # not fetched yet
+    with FakeHub({repo: depth_folder, "acme/depth": depth_folder}) as hub:  # into the cache hub_here reads
+        fetched = fetch_cli(hub_env(hub, tmp_path / "hf"), "depth-anything-v2-small", "--no-progress")
+        assert fetched.returncode == 0 and fetched.stdout.startswith(f"model {repo}: downloaded"), fetched.stderr
+        fetched = fetch_cli(hub_env(hub, tmp_path / "hf"), "acme/depth", "--depth", "--no-progress")
+        assert fetched.returncode == 0 and fetched.stdout.startswith("model acme/depth: downloaded"), fetched.stderr
+    depth = DepthModel.load("depth-anything-v2-small")
+    assert depth.size == 56  # its preprocessor config came along
+    reference = DepthModel.load(str(depth_folder))
+    rgb = torch.randint(0, 256, (1, 3, 32, 48), dtype=torch.uint8)
+    assert torch.equal(depth.latent_depth(rgb, (4, 6)), reference.latent_depth(rgb, (4, 6)))
+    assert DepthModel.load("acme/depth").size == 56
+    code, _, err = fetch_here(capsys, str(tmp_path), "--depth")  # a folder without a depth model
+    assert code == 2 and err.strip().endswith("has no config.json: not a transformers model folder")
+
+
 def test_all_nodes_fetch_then_a_render_loads_the_cached_model_with_the_hub_unreachable(
         ray_cluster, tiny_folder, tmp_path, capsys, monkeypatch):
     """One fetch task per node of the running cluster (here the tests' one node), through the CLI;

@@ -169,8 +169,9 @@ def test_deforums_default_settings_say_what_did_not_carry_over(tmp_path, capsys)
     assert f"changed: seed -1 (a new random seed each run) → {seed}, fixed so that the render repeats" in lines
     assert ('changed: translation_z "0: (1.75)" → "0:(2.499259011799)" (×1.428: Deforum moves along the view axis '
             '1/tan(fov/2) times faster than a pinhole camera, at fov 70)') in lines
-    assert "changed: depth_algorithm Midas-3-Hybrid → depth none (the picture as a plane facing the camera: no depth " \
-        "model yet)" in lines
+    assert "changed: depth_algorithm Midas-3-Hybrid → depth depth-anything-v2-small (the depth model here, its map " \
+        "scaled to distances 1 to 2; fetch it once: deforum-ray fetch-model depth-anything-v2-small)" in lines
+    assert load_job(out).clips[0].motion.depth == "depth-anything-v2-small"
     assert load_job(out).clips[0].cadence == 2
     assert ("changed: diffusion_cadence 2 → cadence 2 (each frame between two diffused ones blends both, warped to "
             "it; Deforum's blends the two before it)") in lines
@@ -183,7 +184,7 @@ def test_deforums_default_settings_say_what_did_not_carry_over(tmp_path, capsys)
     assert sorted(job["prompts"]) == [0, 30, 60, 90]
     assert job["color_coherence"] == "match_first" and job["motion"]["padding"] == "border"
     assert (job["width"], job["height"], job["fps"], job["noise_mode"]) == (512, 512, 15, "incremental")
-    assert "# Not used here (208 settings of other tools): " in out.read_text()  # every one named in the header
+    assert "# Not used here (206 settings of other tools): " in out.read_text()  # every one named in the header
 
 
 def test_a_spec_is_not_overwritten_without_force(tmp_path, capsys):
@@ -265,7 +266,13 @@ def test_deforums_3d_mode_becomes_a_3d_camera():
     # fov 90: tan(45°) = 1, Deforum's z moves are a pinhole's: only re-written, not scaled
     assert motion["translation_z"] == "0:(0.0), 10:(2)" and motion["rotation_3d_z"] == "0:(1 * (sin(t/5)))"
     assert 'ignored: zoom "0:(1.04)" — not used in 3D mode, here as in Deforum' in notes
-    assert any(n.startswith("changed: depth_algorithm Depth-Anything-V2-small → depth none") for n in notes)
+    assert any(n.startswith("changed: depth_algorithm Depth-Anything-V2-small → depth depth-anything-v2-small")
+               for n in notes)
+    assert motion["depth"] == "depth-anything-v2-small"
+    flat = deforum(animation_mode="3D", translation_z="0:(1)", use_depth_warping=False, midas_weight=0.3)
+    assert flat.job["motion"]["depth"] == "none" and not any("depth" in n for n in flat.notes)
+    blended = deforum(animation_mode="3D", translation_z="0:(1)", depth_algorithm="Midas+AdaBins (old)", midas_weight=0.3)
+    assert "ignored: midas_weight 0.3 — Deforum's blend of MiDaS and AdaBins; one depth model here" in blended.notes
     spec = load_job({**imported.job, "output": {"uri": "."}})
     assert spec.clips[0].motion.fov == "0: (90)"
     flat = deforum(animation_mode="2D", translation_z="0:(5)")  # Deforum's 2D mode does not use it: nothing lost

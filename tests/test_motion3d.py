@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from deforum_ray.frame.loop import Chain, FrameSchedules, LoopState, run_chain
-from deforum_ray.frame.motion import (TRANSLATION_SCALE, camera_matrix, compose, depth_grid, motion_matrix,
+from deforum_ray.frame.motion import (TRANSLATION_SCALE, camera_matrix, compose, depth_grid, motion_matrix, rigid_move,
                                      perspective_grid, warp)
 from deforum_ray.frame.prompts import encode_prompts
 from deforum_ray.job.plan import format_plan, job_id, plan
@@ -107,7 +107,7 @@ def test_moves_over_several_frames_compose_as_one_homography():
                                                        ((0, 0, 0), (0, 1.5, 0))])
 def test_a_depth_map_of_one_distance_is_the_plane_and_its_homography(translation, rotation):
     h, w = 24, 40
-    plane = depth_grid(torch.ones(h, w, dtype=torch.float64), translation, rotation, 60, h * 8)
+    plane = depth_grid(torch.ones(h, w, dtype=torch.float64), rigid_move(translation, rotation), 60, h * 8)
     exact = perspective_grid(camera_matrix(translation, rotation, 60, h * 8), h, w, 8, torch.device("cpu"))
     torch.testing.assert_close(plane, exact, rtol=0, atol=1e-6)
 
@@ -119,7 +119,7 @@ def test_with_two_planes_the_near_one_moves_more_by_the_pinhole_ratio():
     depth = torch.ones(h, w, dtype=torch.float64)
     depth[:, w // 2:] = 3.0
     move = 8.0  # translation_x: the camera right by 8/200 of the near plane's distance
-    grid = depth_grid(depth, (move, 0, 0), (0, 0, 0), 60, h * 8)
+    grid = depth_grid(depth, rigid_move((move, 0, 0), (0, 0, 0)), 60, h * 8)
     identity = perspective_grid(np.eye(3), h, w, 8, torch.device("cpu"))
     shift_cells = (grid - identity)[0, ..., 0] * (w / 2)  # where each cell samples, minus where it is, in cells
     focal_cells = h / 2 / math.tan(math.radians(30))
@@ -185,7 +185,13 @@ def test_the_plan_names_the_mode_and_a_2d_jobs_id_is_unchanged_by_3d_keys(tmp_pa
     ({"near": "0:(500), 5:(20000)"}, "motion.near: must be < motion.far, but is 12200 >= 10000 at frame 3 of clip 'a'"),
     ({"fov": "0:(180)"}, "motion.fov: must be (0, 180), but is 180 at frame 0"),
     ({"translation_z": "0:(200)"}, "motion.translation_z: must be < 200, but is 200 at frame 0"),
-    ({"depth": "midas"}, "motion.depth: 'midas' is not one of none"),
+    ({"depth": "midas"}, "motion.depth: unknown depth model 'midas'; expected none, depth-anything-v2-small, a "
+                         "Hugging Face repo id (org/name) or a folder"),
+    ({"depth": "depth-anything-v2-smal"}, "motion.depth: unknown depth model 'depth-anything-v2-smal' (did you mean "
+                                          "'depth-anything-v2-small'?)"),
+    ({"depth": "./no/such/depth"}, "motion.depth: no depth model folder at './no/such/depth'"),
+    ({"mode": "2d", "depth": "depth-anything-v2-small"}, "motion.depth: a depth model moves only a motion.mode 3d "
+                                                         "camera; clip 'a' is 2d"),
 ])
 def test_bad_3d_motion_is_named(tmp_path, motion, message):
     with pytest.raises(SpecError) as caught:

@@ -12,6 +12,9 @@ f blended with z_b warped back to f, by (f - a)/(b - a) (:func:`between_keys`). 
 handed on after key b, each with a state holding z_a and z_b, so a checkpoint between them resumes
 bit-exactly too.
 
+A 3d camera with a depth model moves each latent cell by its own distance: every key is decoded
+and seen by the depth model once it is settled (:func:`key_depths`), and its depth joins the state.
+
 Three kinds of chain share that step. A whole clip renders every frame. An *anchor chain* renders
 only a clip's anchor frames 0, N, 2N, ...: each is the anchor before it warped by the motion
 accumulated over the gap (one matrix, the exact product of the per-frame ones) and re-diffused at
@@ -36,9 +39,9 @@ from ..job.frames import Cadence, ClipFrames
 from ..job.spec import ClipSpec
 from ..model.denoiser import TextEmbedding
 from ..model.loading import VAE_SCALE, FluxModel
-from ..model.vae import decode_many
+from ..model.vae import decode_many, decode_on_device
 from .color import match_channel_stats
-from .motion import camera_matrix, compose, motion_matrix, warp
+from .motion import camera_matrix, compose, motion_matrix, rigid_move, warp, warp_depth
 from .noise import frame_noise
 from .prompts import embedding_at
 from .sampling import euler_step, get_schedule, image_seq_len, latent_image_ids, mix_noise, pack, start_index, unpack
@@ -86,6 +89,29 @@ class FrameSchedules:
         ``earlier + 1 ... later`` (for adjacent frames, exactly the later frame's own map)."""
         return compose(self.motion(n) for n in range(earlier + 1, later + 1))
 
+    def camera_between(self, earlier: int, later: int) -> np.ndarray:
+        """A 3d camera's rigid move (4x4) from frame ``earlier`` to frame ``later``: the product of
+        the moves of the frames between, for a scene whose depth is known at ``earlier``."""
+        f = self.frames
+        return compose((rigid_move(tuple(float(f[f"motion.translation_{a}"][n]) for a in "xyz"),
+                                   tuple(float(f[f"motion.rotation_3d_{a}"][n]) for a in "xyz"))
+                        for n in range(earlier + 1, later + 1)), size=4)
+
+    def warp(self, z: Tensor, source: int, target: int, depth: Tensor | None, interpolation: str,
+             padding: str) -> Tensor:
+        """``z``, frame ``source``'s latent, moved to where the camera is at frame ``target`` (after
+        it, or before it: the move undone). With the depth of each of its cells (a 3d camera with a
+        depth model) each cell is reprojected, through the lens of the later frame; without, the
+        frame moves as a whole (a 2D map, or the homography of a plane)."""
+        earlier, later = min(source, target), max(source, target)
+        if depth is not None and self.mode == "3d":
+            move = self.camera_between(earlier, later)
+            fov = float(self.frames["motion.fov"][later])
+            return warp_depth(z, move if source <= target else np.linalg.inv(move), depth, fov, self.height,
+                              interpolation, padding)
+        matrix = self.motion_between(earlier, later)
+        return warp(z, matrix if source <= target else np.linalg.inv(matrix), interpolation, padding)
+
 
 @dataclass
 class LoopState:
@@ -98,8 +124,12 @@ class LoopState:
     noise: Tensor | None = None  # eps of the last frame diffused (the slerp walk)
     color_ref: Tensor | None = None  # the colour-coherence reference latent
     next_key: Tensor | None = None  # z of the key after ``frame``, once diffused: ``frame`` is an in-between
+    # The distance of each latent cell of ``latent`` and ``next_key`` (3d with a depth model), seen by
+    # the depth model on their decoded frames: kept, as a resume could not see them with the same bits.
+    depth: Tensor | None = None
+    next_key_depth: Tensor | None = None
 
-    TENSORS: ClassVar[tuple[str, ...]] = ("latent", "noise", "color_ref", "next_key")
+    TENSORS: ClassVar[tuple[str, ...]] = ("latent", "noise", "color_ref", "next_key", "depth", "next_key_depth")
 
     def tensors(self) -> dict[str, Tensor]:
         """The state on the CPU, each tensor its own memory (safetensors refuses shared memory: on
@@ -132,13 +162,15 @@ class FrameOut:
 
 
 def between_keys(z_a: Tensor, z_b: Tensor, a: int, frame: int, b: int, schedules: "FrameSchedules",
-                 interpolation: str, padding: str) -> Tensor:
+                 interpolation: str, padding: str, depth_a: Tensor | None = None,
+                 depth_b: Tensor | None = None) -> Tensor:
     """An in-between frame a < frame < b: key a warped forward by the motion a -> frame, key b
     warped back by the inverse of frame -> b, blended by (frame - a)/(b - a), in latent space.
     Both keys are moved to where the camera is at ``frame``, so the blend interpolates content
-    that lines up (Deforum blends two earlier keys, both warped forward: see README)."""
-    forward = warp(z_a, schedules.motion_between(a, frame), interpolation, padding)
-    back = warp(z_b, np.linalg.inv(schedules.motion_between(frame, b)), interpolation, padding)
+    that lines up (Deforum blends two earlier keys, both warped forward: see README). A 3d camera
+    with a depth model moves each key's cells by that key's own depth."""
+    forward = schedules.warp(z_a, a, frame, depth_a, interpolation, padding)
+    back = schedules.warp(z_b, b, frame, depth_b, interpolation, padding)
     return torch.lerp(forward, back, (frame - a) / (b - a))
 
 
@@ -158,6 +190,7 @@ class SegmentEnds:
     next_anchor: Tensor | None = None  # z at a_{i+1}; None for a clip's last segment
     next_frame: int = 0  # a_{i+1}
     blend: int = 0
+    next_anchor_depth: Tensor | None = None  # its depth (3d with a depth model)
 
 
 @dataclass(frozen=True)
@@ -185,6 +218,7 @@ class Chain:
     height: int
     embeddings: Mapping[str, TextEmbedding]
     init_latent: Tensor | None = None  # first frame from an init image (CPU, float32)
+    depth_model: Any = None  # a model.depth.DepthModel for a 3d camera that sees each frame's depth
     schedules: FrameSchedules = field(init=False)
     timesteps: list[float] = field(init=False)
     cadence: Cadence = field(init=False)
@@ -236,15 +270,22 @@ class Chain:
         a, clip = self.previous_frame(b), self.clip
         # On the model's device, as in the first run: a resumed state comes from the CPU
         z_a, z_b = pending.latent.to(self.device), pending.next_key.to(self.device)
+        depth_a, depth_b = (None if d is None else d.to(self.device) for d in (pending.depth, pending.next_key_depth))
         out = [FrameOut(f, between_keys(z_a, z_b, a, f, b, self.schedules, clip.motion.interpolation,
-                                        clip.motion.padding), replace(pending, frame=f + 1), diffused=False)
+                                        clip.motion.padding, depth_a, depth_b), replace(pending, frame=f + 1),
+                        diffused=False)
                for f in range(a + 1, b)]
-        after = LoopState(self.next_frame(b), z_b, pending.noise, pending.color_ref)
+        after = LoopState(self.next_frame(b), z_b, pending.noise, pending.color_ref, depth=pending.next_key_depth)
         return [*out, FrameOut(b, z_b, after, diffused=True)]
 
     def ease(self, n: int, z: Tensor) -> Tensor:
         """Pull a latent toward where the chain must arrive (a segment's next anchor)."""
         return z
+
+    @property
+    def sees_depth(self) -> bool:
+        """A 3d camera with a depth model: each key's depth is seen on its decoded frame."""
+        return self.depth_model is not None and self.schedules.mode == "3d"
 
     # -- one frame, in two halves around the denoising, so that chains can share it --------------
     def prepare(self, state: LoopState) -> FrameInput:
@@ -260,27 +301,31 @@ class Chain:
         if n == 0:
             base = self.init_latent.to(self.device)
         else:
-            motion = sched.motion_between(self.previous_frame(n), n)
             latent = state.latent.to(self.device)
-            base = self.ease(n, warp(latent, motion, clip.motion.interpolation, clip.motion.padding))
+            depth = None if state.depth is None else state.depth.to(self.device)
+            base = self.ease(n, sched.warp(latent, self.previous_frame(n), n, depth, clip.motion.interpolation,
+                                           clip.motion.padding))
         start = start_index(clip.steps, self.strength(n))
         return FrameInput(self, n, mix_noise(base, noise, self.timesteps[start], float(sched.noise_scale[n])), start,
                           eps, text)
 
-    def finish(self, state: LoopState, work: FrameInput, z: Tensor) -> list[FrameOut]:
-        """Colour coherence and easing on the denoised latent; the frames it completes (the
-        in-betweens before it, then itself), each with the state after it."""
+    def settle(self, state: LoopState, work: FrameInput, z: Tensor) -> Tensor:
+        """Colour coherence and easing on the denoised latent: the key as it is kept."""
         n, clip = work.frame, self.clip
-        color_ref = state.color_ref
         if clip.color_coherence != "none" and n > 0:
             reference = state.color_ref if clip.color_coherence == "match_first" else state.latent
             z = match_channel_stats(z, reference.to(z.device))  # on the latent carried forward, not only the picture
-        if clip.color_coherence == "match_first" and n == 0:
-            color_ref = z
-        z = self.ease(n, z)
+        return self.ease(n, z)  # the identity on a chain's first frame
+
+    def finish(self, state: LoopState, work: FrameInput, z: Tensor, depth: Tensor | None = None) -> list[FrameOut]:
+        """The frames a settled key completes (the in-betweens before it, then itself), each with
+        the state after it; ``depth``: the key's own (:func:`key_depths`), for a camera that sees it."""
+        n, clip = work.frame, self.clip
+        color_ref = z if clip.color_coherence == "match_first" and n == 0 else state.color_ref
         if n > state.frame:  # keys of a cadence: the frames since the last key come first
-            return self.in_betweens(LoopState(state.frame, state.latent, work.eps, color_ref, next_key=z))
-        return [FrameOut(n, z, LoopState(self.next_frame(n), z, work.eps, color_ref), diffused=True)]
+            return self.in_betweens(LoopState(state.frame, state.latent, work.eps, color_ref, next_key=z,
+                                              depth=state.depth, next_key_depth=depth))
+        return [FrameOut(n, z, LoopState(self.next_frame(n), z, work.eps, color_ref, depth=depth), diffused=True)]
 
 
 @dataclass
@@ -336,8 +381,9 @@ class SegmentChain(Chain):
         if weight <= 0:
             return z
         # The next anchor as it would look at this frame: its motion from here undone.
-        back = np.linalg.inv(self.schedules.motion_between(n, ends.next_frame))
-        aligned = warp(ends.next_anchor.to(z.device), back, clip.motion.interpolation, clip.motion.padding)
+        depth = None if ends.next_anchor_depth is None else ends.next_anchor_depth.to(z.device)
+        aligned = self.schedules.warp(ends.next_anchor.to(z.device), ends.next_frame, n, depth,
+                                      clip.motion.interpolation, clip.motion.padding)
         return torch.lerp(z, aligned, weight)
 
 
@@ -407,13 +453,50 @@ def advance(lanes: Sequence[Lane]) -> None:
                 for lane, _ in group:
                     lane.error = exc
                 continue
-            finished = []
+            settled = []
             for (lane, work), z in zip(group, latents):
                 try:
-                    finished.append((lane, lane.chain.finish(lane.state, work, z)))
+                    settled.append((lane, work, lane.chain.settle(lane.state, work, z)))
+                except Exception as exc:
+                    lane.error = exc
+            try:
+                seen = key_depths([(lane.chain, z) for lane, _, z in settled])
+            except Exception as exc:
+                for lane, _, _ in settled:
+                    lane.error = exc
+                continue
+            finished = []
+            for (lane, work, z), (depth, picture) in zip(settled, seen):
+                try:
+                    frames = lane.chain.finish(lane.state, work, z, depth)
+                    if picture is not None and len(frames) == 1:
+                        # A key with no in-betweens: its picture is the frame its depth was seen on (a
+                        # key after in-betweens is decoded with them, as a resume decodes it again).
+                        frames = [replace(frames[0], picture=picture)]
+                    finished.append((lane, frames))
                 except Exception as exc:
                     lane.error = exc
             _hand_over(finished, together=len(group))
+
+
+def key_depths(keys: Sequence[tuple[Chain, Tensor]]) -> list[tuple[Tensor | None, np.ndarray | None]]:
+    """(depth, RGB picture) of each settled key whose chain sees depth ((None, None) for the rest):
+    the keys of one depth model decoded in one VAE call and seen in one depth pass. The depth is
+    kept in the loop state and never recomputed on resume, so the batch it was seen in does not
+    matter there."""
+    out: list[tuple[Tensor | None, np.ndarray | None]] = [(None, None)] * len(keys)
+    groups: dict[int, list[int]] = {}
+    for i, (chain, _) in enumerate(keys):
+        if chain.sees_depth:
+            groups.setdefault(id(chain.depth_model), []).append(i)
+    for members in groups.values():
+        chain = keys[members[0]][0]
+        pixels = decode_on_device(chain.model, [keys[i][1] for i in members])
+        depths = chain.depth_model.latent_depths(pixels, (chain.latent_h, chain.latent_w))
+        pictures = pixels.permute(0, 2, 3, 1).cpu().numpy()  # as decode_many gives them
+        for k, i in enumerate(members):
+            out[i] = (depths[k], pictures[k])
+    return out
 
 
 def run_chain(chain: Chain, state: LoopState, stop: int,
@@ -442,15 +525,16 @@ def _hand_over(finished: Sequence[tuple[Lane, Sequence[FrameOut]]], together: in
     for (lane, out), picture in zip(outs, pictures):
         if lane.error is None and lane.state.frame <= out.frame < lane.stop:
             try:
-                lane.on_frame(replace(out, picture=picture))
+                lane.on_frame(out if out.picture is not None else replace(out, picture=picture))
                 lane.state = out.state
             except Exception as exc:
                 lane.error = exc
 
 
 def _pictures(frames: Sequence[tuple[Lane, FrameOut]]) -> list[Any]:
-    """RGB frames of the lanes that want pictures, decoded in one VAE call; None for the rest."""
-    wanted = [i for i, (lane, _) in enumerate(frames) if lane.pictures]
+    """RGB frames of the lanes that want pictures and have none yet, decoded in one VAE call; None
+    for the rest."""
+    wanted = [i for i, (lane, out) in enumerate(frames) if lane.pictures and out.picture is None]
     out: list[Any] = [None] * len(frames)
     if wanted:
         model = frames[wanted[0]][0].chain.model

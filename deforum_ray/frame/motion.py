@@ -8,7 +8,9 @@ multiplication, and translations are exact at any sub-pixel size (never rounded 
 
 Deforum's 3D mode moves a camera instead (:func:`camera_matrix`). With ``depth: none`` the picture
 is a plane facing the camera, so the move is a homography: a 3x3 map like the 2D ones, composed
-the same way, that :func:`warp` samples through a perspective grid.
+the same way, that :func:`warp` samples through a perspective grid. With a depth model each latent
+cell has its own distance and the move is a rigid one of the camera (:func:`rigid_move`, 4x4,
+composed the same way) that :func:`warp_depth` reprojects cell by cell.
 """
 
 from __future__ import annotations
@@ -76,10 +78,20 @@ def camera_move(translation: Vector3, rotation: Vector3) -> tuple[np.ndarray, np
     return euler_xyz(*(math.radians(a) for a in rotation)).T, t
 
 
-def depth_grid(depth: Tensor, translation: Vector3, rotation: Vector3, fov: float, height: int, vae_scale: int = 8,
+def rigid_move(translation: Vector3, rotation: Vector3) -> np.ndarray:
+    """4x4 map of camera coordinates (homogeneous) of one frame's move: ``[[R^T, T], [0, 1]]``.
+    Moves over several frames are their product (:func:`compose`), the inverse undoes one."""
+    r_t, t = camera_move(translation, rotation)
+    out = np.eye(4, dtype=np.float64)
+    out[:3, :3], out[:3, 3] = r_t, t
+    return out
+
+
+def depth_grid(depth: Tensor, move: np.ndarray, fov: float, height: int, vae_scale: int = 8,
                iterations: int = 6) -> Tensor:
-    """``grid_sample`` grid (1, h, w, 2, float64) of a camera move over a scene with a depth per
-    latent cell (``depth``: (h, w), distance along the view axis; the plane of ``depth: none`` is 1).
+    """``grid_sample`` grid (1, h, w, 2, float64) of a rigid camera ``move`` (4x4, :func:`rigid_move`)
+    over a scene with a depth per latent cell of the frame moved from (``depth``: (h, w), distance
+    along the view axis; the plane of ``depth: none`` is 1).
 
     A cell p of the earlier frame, at depth d(p), is the point X = d K^-1 p; after the move it is
     seen at q = f(p) = K (R^T X + T) projected. An output cell q samples the earlier frame at the p
@@ -88,8 +100,8 @@ def depth_grid(depth: Tensor, translation: Vector3, rotation: Vector3, fov: floa
     homography of :func:`camera_matrix`."""
     h, w = depth.shape
     device = depth.device
-    r_t, t = camera_move(translation, rotation)
-    r_t, t = torch.from_numpy(r_t).to(device), torch.from_numpy(t).to(device)
+    move_t = torch.from_numpy(np.asarray(move, dtype=np.float64)).to(device)
+    r_t, t = move_t[:3, :3], move_t[:3, 3]
     focal = height / 2.0 / math.tan(math.radians(fov) / 2.0) / vae_scale  # in latent cells
     qx, qy = cell_centres(h, w, device)
     d = depth.to(torch.float64)[None, None]
@@ -154,28 +166,43 @@ def warp(z: Tensor, matrix: np.ndarray, interpolation: str = "bicubic", padding:
          vae_scale: int = 8) -> Tensor:
     """Warp ``(B, C, H, W)`` latents by a forward motion matrix (the same for every item): an
     affine map, or a homography (3D moves)."""
-    if interpolation not in WARP_INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {WARP_INTERPOLATIONS}, got {interpolation!r}")
-    if padding not in PADDINGS:
-        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     b, c, h, w = z.shape
-    # Sample in float64 whatever the model dtype: float32 pixel coordinates near 128 cells are only
-    # good to ~1e-5 of a cell, and a latent is small enough that float64 costs nothing noticeable.
     if matrix[2, 0] == 0 and matrix[2, 1] == 0:  # affine (every 2D move; 3D ones along the view axis)
         theta = grid_theta(matrix / matrix[2, 2], h, w, vae_scale).to(device=z.device, dtype=torch.float64)
         grid = F.affine_grid(theta.expand(b, 2, 3), [b, c, h, w], align_corners=False)
     else:
         grid = perspective_grid(matrix, h, w, vae_scale, z.device).expand(b, h, w, 2)
+    return sample(z, grid, interpolation, padding)
+
+
+def warp_depth(z: Tensor, move: np.ndarray, depth: Tensor, fov: float, height: int, interpolation: str = "bicubic",
+               padding: str = "reflection", vae_scale: int = 8) -> Tensor:
+    """Warp ``(B, C, h, w)`` latents by a rigid camera ``move`` (4x4) over ``depth`` ((h, w), the
+    distance of each cell of the frame moved from): :func:`depth_grid`, sampled as :func:`warp` does."""
+    b, _, h, w = z.shape
+    grid = depth_grid(depth.to(z.device), move, fov, height, vae_scale)
+    return sample(z, grid.expand(b, h, w, 2), interpolation, padding)
+
+
+def sample(z: Tensor, grid: Tensor, interpolation: str, padding: str) -> Tensor:
+    """``grid_sample`` of latents at a float64 grid (align_corners=False), in the latents' dtype."""
+    if interpolation not in WARP_INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {WARP_INTERPOLATIONS}, got {interpolation!r}")
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    # Sample in float64 whatever the model dtype: float32 pixel coordinates near 128 cells are only
+    # good to ~1e-5 of a cell, and a latent is small enough that float64 costs nothing noticeable.
     out = F.grid_sample(z.double(), grid, mode=interpolation, padding_mode=padding, align_corners=False)
     return out.to(z.dtype)
 
 
-def compose(matrices: Iterable[np.ndarray]) -> np.ndarray:
-    """The one forward map equal to applying ``matrices`` in order, the first one first.
+def compose(matrices: Iterable[np.ndarray], size: int = 3) -> np.ndarray:
+    """The one forward map equal to applying ``matrices`` (``size`` x ``size``: 3 for image maps,
+    4 for rigid camera moves) in order, the first one first.
 
     Motion accumulated over many frames is this product of the per-frame maps, exactly: zoom,
     rotation and translation do not commute, so summing schedule values would be wrong."""
-    out = np.eye(3, dtype=np.float64)
+    out = np.eye(size, dtype=np.float64)
     for matrix in matrices:
         out = np.asarray(matrix, dtype=np.float64) @ out
     return out

@@ -7,7 +7,9 @@ COLOR_MODES = ("none", "match_first", "match_frame")
 WARP_INTERPOLATIONS = ("bilinear", "bicubic")  # motion.interpolation: how a latent is resampled
 PADDINGS = ("reflection", "border", "zeros")  # motion.padding: what a warp shows past the edge
 MOTION_MODES = ("2d", "3d")  # motion.mode: moves in the image plane, or a camera (Deforum's 3D mode)
-DEPTH_MODELS = ("none",)  # motion.depth: none, the picture as a plane facing the camera
+# motion.depth: none (the picture as a plane facing the camera), a preset below, a Hugging Face repo id or
+# a folder of a transformers depth estimator
+DEPTH_PRESETS = {"depth-anything-v2-small": "depth-anything/Depth-Anything-V2-Small-hf"}
 FRAME_INTERPOLATIONS = (1, 2, 4, 8)  # post.interpolation: frames out per frame rendered
 INTERPOLATION_METHODS = ("ffmpeg", "blend", "latent")
 TRANSITIONS = ("cut", "crossfade")

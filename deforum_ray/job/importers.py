@@ -137,7 +137,8 @@ def from_deforum(settings: Mapping[str, Any], name: str, *, random_seed: Callabl
             "strength_schedule", "color_coherence", "fps", "border", "padding_mode", "sampling_mode",
             "animation_mode", "angle", "zoom", "translation_x", "translation_y", "positive_prompts",
             "negative_prompts", "animation_prompts_positive", "animation_prompts_negative", "diffusion_cadence",
-            *DEFORUM_3D, "fov_schedule", "near_schedule", "far_schedule", "depth_algorithm", *CONSEQUENTIAL}
+            *DEFORUM_3D, "fov_schedule", "near_schedule", "far_schedule", "depth_algorithm", "use_depth_warping", "midas_weight",
+            *CONSEQUENTIAL}
 
     for key, axis in (("W", "width"), ("H", "height")):
         if key in settings:
@@ -269,6 +270,7 @@ def _prompt_frame(key: str, frames: int, label: str) -> int:
 
 DEFORUM_3D = ("translation_z", "rotation_3d_x", "rotation_3d_y", "rotation_3d_z")
 DEFORUM_DEFAULT_FOV = 70.0  # fov_schedule "0: (70)"
+DEFORUM_DEPTH = "depth-anything-v2-small"  # what Deforum's depth algorithms become (job.choices.DEPTH_PRESETS)
 
 
 def _deforum_motion(settings: Mapping[str, Any], frames: int, label: str, notes: list[str]) -> dict[str, Any]:
@@ -325,10 +327,22 @@ def _deforum_camera(settings: Mapping[str, Any], motion: dict[str, Any], frames:
             notes.append(f"changed: {key} {_show(motion[key])} → {_show(scaled)} (×{factor:.4g}: Deforum moves along "
                          f"the view axis 1/tan(fov/2) times faster than a pinhole camera, at fov {fov:g})")
             camera[key] = scaled
-    algorithm = str(settings.get("depth_algorithm", "")).strip()
-    notes.append(f"changed: depth_algorithm {algorithm or '(none given)'} → depth none (the picture as a plane "
-                 "facing the camera: no depth model yet)")
+    camera["depth"] = _deforum_depth(settings, notes)
     return camera
+
+
+def _deforum_depth(settings: Mapping[str, Any], notes: list[str]) -> str:
+    """Deforum's 3D mode warps by a depth model's map unless ``use_depth_warping`` is off (then by a
+    plane, as ``depth: none``); here one depth model stands for all of Deforum's."""
+    if str(settings.get("use_depth_warping", True)).strip().lower() in ("false", "0", "no"):
+        return "none"
+    algorithm = str(settings.get("depth_algorithm", "")).strip()
+    notes.append(f"changed: depth_algorithm {algorithm or '(none given)'} → depth {DEFORUM_DEPTH} (the depth model "
+                 f"here, its map scaled to distances 1 to 2; fetch it once: deforum-ray fetch-model {DEFORUM_DEPTH})")
+    if "adabins" in algorithm.lower() and "midas_weight" in settings:
+        notes.append(f"ignored: midas_weight {_show(settings['midas_weight'])} — Deforum's blend of MiDaS and AdaBins; "
+                     "one depth model here")
+    return DEFORUM_DEPTH
 
 
 def _schedule_text(value: Any, key: str, frames: int, label: str, notes: list[str]) -> str | None:
@@ -476,6 +490,7 @@ def _parseq_motion(ordered: list[Mapping[str, Any]], label: str, notes: list[str
             if series[key] and any(x != rest for x in series[key]):
                 notes.append(f"ignored: {key} — not used in 3D mode (the manifest moves a 3D camera), "
                              "here as in Deforum")
+        motion["depth"] = _deforum_depth({}, notes)  # the manifest names none: Deforum's 3D default warps by depth
         fov = series["fov"] or [DEFORUM_DEFAULT_FOV] * len(ordered)
         for key in ("translation_z", "rotation_3d_z"):
             if series[key] and any(series[key]) and all(0 < f < 180 for f in fov):

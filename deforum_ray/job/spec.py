@@ -27,7 +27,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import first_line
-from .choices import (CODECS, COLOR_MODES, COMPILE_MODES, DEPTH_MODELS, FRAME_INTERPOLATIONS, INTERPOLATION_METHODS,
+from .choices import (CODECS, COLOR_MODES, COMPILE_MODES, DEPTH_PRESETS, FRAME_INTERPOLATIONS, INTERPOLATION_METHODS,
                       MOTION_MODES, NOISE_MODES, PADDINGS, PRECISIONS, RANDOM_MODEL_NAMES, TRANSITIONS,
                       WARP_INTERPOLATIONS)
 from .frames import evaluate, lookup, scheduled_fields, start_indices
@@ -124,7 +124,9 @@ class MotionSpec:
     fov: str = rule("0:(70)", schedule=True, bounds=Bounds(0.0, 180.0, lo_open=True, hi_open=True))
     near: str = rule("0:(200)", schedule=True, bounds=POSITIVE)
     far: str = rule("0:(10000)", schedule=True, bounds=POSITIVE)
-    depth: str = rule("none", choices=DEPTH_MODELS)
+    # none: a plane facing the camera; a depth model (a preset of choices.DEPTH_PRESETS, a Hugging Face
+    # repo id or a folder) sees each frame's depth, and each latent cell moves by its own distance
+    depth: str = rule("none")
 
 
 # The camera's keys: they change no pixel in 2d (validation keeps them at rest there), so a 2d clip's
@@ -813,6 +815,7 @@ def _check_clip(
                                     _schedule_path(path, raw, "strength"), label, errors)
     _check_segments(path, raw, clip, label, errors)
     _check_motion_mode(path, raw, clip, values, label, errors)
+    _check_depth(path, raw, clip, label, errors, check_paths=check_paths)
     if check_paths and clip.get("init_image"):
         _check_init_image(clip["init_image"], _join(path, "init_image"), errors)
 
@@ -839,6 +842,32 @@ def _check_motion_mode(path: str, raw: Mapping[str, Any], clip: dict[str, Any], 
         if bad.size:
             errors.append(f"{_schedule_path(path, raw, 'motion.near')}: must be < motion.far, but is "
                           f"{near[bad[0]]:g} >= {far[bad[0]]:g} at frame {bad[0]} of {label}")
+
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _check_depth(path: str, raw: Mapping[str, Any], clip: dict[str, Any], label: str, errors: list[str], *,
+                 check_paths: bool) -> None:
+    """``motion.depth``: none, a preset, a Hugging Face repo id or a folder, in 3d only."""
+    motion = clip.get("motion") or {}
+    depth, mode = motion.get("depth"), motion.get("mode", "2d")
+    if not isinstance(depth, str) or depth == "none":
+        return
+    where = _schedule_path(path, raw, "motion.depth")
+    if mode == "2d":
+        errors.append(f"{where}: a depth model moves only a motion.mode 3d camera; {label} is 2d "
+                      f"(set motion.mode: 3d, or motion.depth: none)")
+    elif depth in DEPTH_PRESETS:
+        return
+    elif REPO_ID.match(depth) and not Path(depth).expanduser().exists():
+        return  # a repo id, from the local Hugging Face cache
+    elif "/" in depth or Path(depth).expanduser().exists():
+        if check_paths and not Path(depth).expanduser().is_dir():
+            errors.append(f"{where}: no depth model folder at {depth!r}")
+    else:
+        errors.append(f"{where}: unknown depth model {depth!r}{_suggest(depth, list(DEPTH_PRESETS))}; expected none, "
+                      f"{', '.join(DEPTH_PRESETS)}, a Hugging Face repo id (org/name) or a folder")
 
 
 def _check_segments(path: str, raw: Mapping[str, Any], clip: dict[str, Any], label: str, errors: list[str]) -> None:

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-DEPTH_PRESETS = {"depth-anything-v2-small": "depth-anything/Depth-Anything-V2-Small-hf"}
+from ..job.choices import DEPTH_PRESETS
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 NEAREST, FARTHEST = 1.0, 2.0  # distances the depth map is scaled to
 
@@ -44,16 +45,23 @@ class DepthModel:
         """A preset name, a folder or a Hugging Face repo id (from the local cache only)."""
         from transformers import AutoModelForDepthEstimation
 
+        from .fetch import DEPTH_FILES, cached_snapshot
+
         repo = DEPTH_PRESETS.get(source, source)
+        hint = source if source in DEPTH_PRESETS else f"--depth {repo}"
+        local = Path(repo).expanduser()
+        folder = str(local) if local.is_dir() else cached_snapshot(repo, DEPTH_FILES)
+        if folder is None:
+            raise DepthModelError(f"motion.depth: depth model {source!r} is neither a folder nor in the local "
+                                  f"Hugging Face cache; run deforum-ray fetch-model {hint}")
         try:
-            model = AutoModelForDepthEstimation.from_pretrained(repo, local_files_only=True)
+            model = AutoModelForDepthEstimation.from_pretrained(folder, local_files_only=True)
         except (OSError, ValueError) as exc:
-            raise DepthModelError(f"motion.depth: cannot load depth model {source!r} from a folder or the local "
-                                  f"Hugging Face cache ({str(exc).splitlines()[0]}); "
-                                  f"run deforum-ray fetch-model {repo}") from None
+            raise DepthModelError(f"motion.depth: cannot load depth model {source!r} from {folder!r} "
+                                  f"({str(exc).splitlines()[0]}); run deforum-ray fetch-model {hint}") from None
         model = model.to(device=device, dtype=dtype).eval()
         mean, std, size = IMAGENET_MEAN, IMAGENET_STD, 518
-        processor = Path(repo) / "preprocessor_config.json"
+        processor = Path(folder) / "preprocessor_config.json"
         if processor.is_file():
             config = json.loads(processor.read_text())
             mean, std = tuple(config.get("image_mean", mean)), tuple(config.get("image_std", std))
@@ -61,24 +69,32 @@ class DepthModel:
         patch = int(getattr(model.config, "patch_size", 14))
         return cls(model, torch.device(device), mean, std, patch, size)
 
-    def pixel_values(self, rgb: np.ndarray) -> Tensor:
-        """(1, 3, H', W') normalised input: the frame resized so its shorter side is ``size``, each
-        side rounded to a multiple of ``patch``."""
-        height, width = rgb.shape[:2]
+    def pixel_values(self, rgb: np.ndarray | Tensor) -> Tensor:
+        """(B, 3, H', W') normalised input of frames (an (H, W, 3) uint8 array, or (B, 3, H, W)
+        uint8 on any device): resized so the shorter side is ``size``, each side rounded to a
+        multiple of ``patch``."""
+        if isinstance(rgb, np.ndarray):
+            rgb = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
+        height, width = rgb.shape[-2:]
         scale = self.size / min(height, width)
         target = [max(self.patch, round(side * scale / self.patch) * self.patch) for side in (height, width)]
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        x = rgb.to(self.device).float() / 255.0
         x = F.interpolate(x, size=target, mode="bicubic", align_corners=False)
         mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
         return ((x - mean) / std).to(next(self.model.parameters()).dtype)
 
-    @torch.no_grad()
-    def latent_depth(self, rgb: np.ndarray, cells: tuple[int, int]) -> Tensor:
+    def latent_depth(self, rgb: np.ndarray | Tensor, cells: tuple[int, int]) -> Tensor:
         """Distance (float32, on the model's device) of each of the ``cells`` = (h, w) latent cells
-        of an RGB frame (H, W, 3, uint8)."""
-        predicted = self.model(pixel_values=self.pixel_values(rgb)).predicted_depth.float()  # (1, H', W')
-        return disparity_to_distance(F.adaptive_avg_pool2d(predicted[None], cells)[0, 0])
+        of one RGB frame (see :meth:`pixel_values`)."""
+        return self.latent_depths(rgb, cells)[0]
+
+    @torch.no_grad()
+    def latent_depths(self, rgb: np.ndarray | Tensor, cells: tuple[int, int]) -> Tensor:
+        """(B, h, w) distances of a batch of frames, in one pass of the model; each frame scaled on its own."""
+        predicted = self.model(pixel_values=self.pixel_values(rgb)).predicted_depth.float()  # (B, H', W')
+        pooled = F.adaptive_avg_pool2d(predicted[:, None], cells)[:, 0]
+        return torch.stack([disparity_to_distance(frame) for frame in pooled])
 
 
 def disparity_to_distance(disparity: Tensor) -> Tensor:

@@ -27,6 +27,13 @@ def decode(model: FluxModel, z: Tensor) -> np.ndarray:
 def decode_many(model: FluxModel, latents: Sequence[Tensor]) -> list[np.ndarray]:
     """Several latents in few VAE calls (:data:`DECODE_PIXELS` each) and one copy to the host (a batch
     of one is :func:`decode`)."""
+    return list(decode_on_device(model, latents).permute(0, 2, 3, 1).cpu().numpy())
+
+
+@torch.no_grad()
+def decode_on_device(model: FluxModel, latents: Sequence[Tensor]) -> Tensor:
+    """RGB frames ``(B, 3, 8h, 8w)`` uint8 on the model's device, exactly the pixels
+    :func:`decode_many` gives (a depth model reads them there)."""
     vae = model.vae
     z = torch.cat([latent.to(model.device, model.dtype) for latent in latents])
     per_call = max(1, DECODE_PIXELS // (z.shape[-2] * z.shape[-1] * 64))
@@ -35,8 +42,7 @@ def decode_many(model: FluxModel, latents: Sequence[Tensor]) -> list[np.ndarray]
     images = torch.cat([vae.decode(pad_rows(part, rows) / vae.config.scaling_factor + vae.config.shift_factor,
                                    return_dict=False)[0][: len(part)]
                         for part in z.split(per_call)])
-    rgb = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return list(rgb.permute(0, 2, 3, 1).cpu().numpy())
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def is_compiled(module: torch.nn.Module) -> bool:

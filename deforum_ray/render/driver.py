@@ -397,6 +397,12 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
     embeddings = ray.put(ray.get(pool.workers[0].embed.remote(texts)))
     if own_pool:
         ray.get([w.release_text_encoders.remote() for w in pool.workers])
+    depths = sorted({clips[t.clip].motion.depth for t in todo if clips[t.clip].motion.mode == "3d"} - {"none"})
+    if depths:
+        try:
+            ray.get([w.load_depth.remote(depths) for w in pool.workers])
+        except RayTaskError as exc:  # its one line (a depth model not fetched), not Ray's traceback
+            raise RuntimeError(first_line(exc.cause if isinstance(exc.cause, Exception) else exc)) from None
 
     tracker = ray.remote(num_cpus=0)(Progress).options(**on_this_node()).remote()
 

@@ -26,7 +26,7 @@ class NodeFetch:
 
 
 def fetch_on_every_node(source: str, address: str | None, *, connect_timeout: float = 30.0,
-                        on_done: Callable[[NodeFetch, int], None] | None = None) -> list[NodeFetch]:
+                        on_done: Callable[[NodeFetch, int], None] | None = None, depth: bool = False) -> list[NodeFetch]:
     """Fetch ``source`` on every live node (strict node affinity, no CPU reserved: a download
     waits for no render), in parallel; ``on_done(fetch, nodes)`` as each node finishes."""
     import ray
@@ -40,7 +40,7 @@ def fetch_on_every_node(source: str, address: str | None, *, connect_timeout: fl
         task = ray.remote(num_cpus=0, max_retries=0)(_fetch_here)
         pending = {
             task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
-                         **forwarded_env()).remote(source): node["NodeManagerAddress"]
+                         **forwarded_env()).remote(source, depth): node["NodeManagerAddress"]
             for node in nodes
         }
         done: list[NodeFetch] = []
@@ -60,5 +60,5 @@ def fetch_on_every_node(source: str, address: str | None, *, connect_timeout: fl
             ray.shutdown()
 
 
-def _fetch_here(source: str) -> FetchResult:
-    return fetch_model(source, progress=False)  # one bar per node in the driver's output would be noise
+def _fetch_here(source: str, depth: bool = False) -> FetchResult:
+    return fetch_model(source, progress=False, depth=depth)  # one bar per node in the driver's output would be noise

@@ -116,7 +116,7 @@ def segment_ends(store: RenderStore, task: ChainTask, num_frames: int, blend: in
     if seg.stop < num_frames and following is None:
         raise RuntimeError(f"anchor {seg.stop} is missing from the store; render the anchor chain first")
     return SegmentEnds(replace(first, frame=seg.start + 1), None if following is None else following.latent,
-                       seg.stop, blend)
+                       seg.stop, blend, None if following is None else following.depth)
 
 
 def write_done(store: RenderStore, clip: str, seg: Segment, known: dict[int, str]) -> None:

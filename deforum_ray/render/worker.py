@@ -104,6 +104,7 @@ class FluxWorker:
         self.model.denoiser.accelerate(acceleration)
         accelerate_decoder(self.model, acceleration)
         self.writes = WriteQueue(write_queue)
+        self.depth_models: dict[str, Any] = {}  # motion.depth -> DepthModel, each loaded once
 
     def ready(self) -> str:
         return self.name
@@ -117,6 +118,12 @@ class FluxWorker:
         """Free the text encoders (every prompt of the job is embedded) and place the transformer."""
         self.model.release_text_encoders()
         self.model.place_transformer()
+
+    def load_depth(self, sources: Sequence[str]) -> None:
+        """Load the job's depth models (``motion.depth``) before its first chain, so a missing one
+        fails the job at once with its one line, not each chain that needs it."""
+        for source in sources:
+            self._depth_source(source)
 
     def decode(self, latents: Sequence[Any]) -> list[np.ndarray]:
         """RGB frames of latents (the final stage's latent interpolation)."""
@@ -183,14 +190,27 @@ class FluxWorker:
         """The loop's chain of the task's kind, with what it starts from: an init image, anchors."""
         task, clip = job.task, job.clip
         common = (self.model, clip, job.width, job.height, embeddings)
+        depth = self._depth_model(clip)
         if task.kind is ChainKind.SEGMENT:
-            return SegmentChain(*common, ends=segment_ends(store, task, clip.num_frames, clip.blend))
+            return SegmentChain(*common, depth_model=depth, ends=segment_ends(store, task, clip.num_frames, clip.blend))
         init = None
         if clip.init_image and state.frame == 0:
             init = encode(self.model, load_image(clip.init_image, job.width, job.height))
         if task.kind is ChainKind.ANCHORS:
-            return AnchorChain(*common, init, anchors=task.anchors)
-        return Chain(*common, init)
+            return AnchorChain(*common, init, depth, anchors=task.anchors)
+        return Chain(*common, init, depth)
+
+    def _depth_model(self, clip: Any) -> Any:
+        """The clip's depth model (3d with ``motion.depth`` other than none), loaded once per worker
+        on the model's device, in float32 (bf16 is no faster: bench/depth.py); None for the rest."""
+        return self._depth_source(clip.motion.depth) if clip.motion.mode == "3d" and clip.motion.depth != "none" else None
+
+    def _depth_source(self, source: str) -> Any:
+        if source not in self.depth_models:
+            from ..model.depth import DepthModel
+
+            self.depth_models[source] = DepthModel.load(source, self.model.device)
+        return self.depth_models[source]
 
 
 def use_expandable_segments(acceleration: Acceleration) -> None:
