@@ -213,13 +213,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from .status import StatusError, find_jobs, format_status, job_status, status_record, verify
 
     try:
-        stores = find_jobs(args.output, read_only=not args.verify)
+        stores = find_jobs(args.output, read_only=not (args.verify or args.html))
     except Exception as exc:
         raise UsageError([f"deforum-ray: cannot read {args.output}: {first_line(exc)}"]) from None
     if not stores:
         raise UsageError([f"deforum-ray: no deforum-ray job under {args.output}"])
     damaged: list[dict[str, Any]] = []
-    reports, records = [], []
+    reports, records, pages = [], [], []
     for store in stores:
         if args.verify:
             for item in verify(store, _verify_progress(store.url())):
@@ -233,6 +233,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         reports.append(format_status(status))
         records.append(status_record(status))
+        if args.html:
+            pages.append((store, status))
+    if args.html:
+        _write_pages(args.output, pages)
     if args.json:
         print(json.dumps({"jobs": records, "damaged": damaged}, indent=2))
     else:
@@ -242,6 +246,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
               "repairs them", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _write_pages(output: str, pages: list) -> None:
+    """Each job's page, and the index of a folder of jobs (OUTPUT not itself a job folder)."""
+    from .post.report import write_index, write_report
+    from .store import RenderStore
+
+    for store, _ in pages:
+        print(f"page {write_report(store)}", file=sys.stderr)
+    parent = RenderStore(output)
+    if len(pages) > 1 or pages[0][0].uri != parent.uri:
+        jobs = [(store.uri.rsplit("/", 1)[-1], status) for store, status in pages]
+        print(f"index {write_index(parent, jobs)}", file=sys.stderr)
 
 
 def _verify_progress(label: str):
@@ -413,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "that the next render repairs it")
     status.add_argument("--json", action="store_true",
                         help="print {jobs: [...], damaged: [...]} as JSON on stdout (for cron and dashboards)")
+    status.add_argument("--html", action="store_true",
+                        help="write each job's page (report.html in its folder, also while it renders) and, for an "
+                             "output URI of several jobs, index.html there")
     status.set_defaults(run=_cmd_status)
 
     importer = commands.add_parser(

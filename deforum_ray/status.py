@@ -1,94 +1,25 @@
-"""What a job folder holds: per-clip progress, checkpoints and problems, from any fsspec store.
+"""What a job folder holds: per-clip progress, checkpoints and problems, from any fsspec store
+(the facts are read by :mod:`.post.facts`, which the job's page shows too).
 
 ``status`` reads and never writes: the stores it opens are read-only, and a problem it notices
-(a marker that vouches for other bytes) is reported, not recorded. ``status --verify`` reads every
+(a marker that vouches for other bytes) is reported, not recorded; ``--html`` writes only the pages
+(``post.report``). ``status --verify`` reads every
 vouched object, checks its hash, and un-vouches each bad one and un-finishes what depends on it,
 so that the next render repairs exactly that.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
-from .store import MARKER, RenderStore
+from .post.facts import ClipStatus, JobStatus, StatusError, find_jobs, job_status, status_record
+from .post.report import duration_text
+from .store import RenderStore
 from .table import format_table
 
-
-@dataclass(frozen=True)
-class ClipStatus:
-    name: str
-    frames_done: int
-    num_frames: int
-    segments_done: int
-    segments: int
-    last_checkpoint: int | None
-    problems: int
-    anchors_done: int = 0
-    anchors: int = 0
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    job: str
-    job_id: str
-    url: str
-    clips: tuple[ClipStatus, ...]
-    video: str | None
-    problems: tuple[dict[str, Any], ...]
-    clip_videos: tuple[tuple[str, str], ...] = ()
-    contact_sheets: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def complete(self) -> bool:
-        return all(c.frames_done == c.num_frames for c in self.clips)
-
-
-class StatusError(RuntimeError):
-    """A job folder that cannot be read; one line."""
-
-
-def job_status(store: RenderStore) -> JobStatus:
-    manifest = store.read_json("manifest.json")
-    if manifest is None:
-        bad = [e for e in store.noticed if e["object"] == "manifest.json"]
-        why = f"manifest.json is damaged ({bad[0]['message']})" if bad else "no manifest.json"
-        raise StatusError(f"{store.url()}: {why}: not a readable deforum-ray job folder")
-    # Read (one concurrent fetch), not only listed: a damaged DONE is not done.
-    done_objects = store.get_many([store.done_rel(clip["name"], s["index"])
-                                   for clip in manifest["clips"] for s in clip["segments"]])
-    events = store.events()
-    clips = []
-    for clip in manifest["clips"]:
-        segments = clip["segments"]
-        done = sum(len(store.frames_done(clip["name"], s["index"])) for s in segments)
-        finished = sum(1 for s in segments if done_objects[store.done_rel(clip["name"], s["index"])] is not None)
-        checkpoints = [c for s in segments for c in store.checkpoint_frames(clip["name"], s["index"])]
-        anchors = clip.get("anchors", [])
-        anchors_done = len(set(anchors) & set(store.anchor_frames(clip["name"]))) if anchors else 0
-        problems = sum(1 for e in events if e["object"].startswith((f"segments/{clip['name']}/", f"anchors/{clip['name']}/")))
-        clips.append(ClipStatus(clip["name"], done, clip["num_frames"], finished, len(segments),
-                                max(checkpoints) if checkpoints else None, problems, anchors_done, len(anchors)))
-    video_rel = f"{manifest['job']}.mp4"
-    video = store.url(video_rel) if store.intact(video_rel) else None  # there, at the size its marker says
-    final = store.read_json("final.json") or {}
-    made = lambda rels: tuple((k, store.url(v)) for k, v in rels.items() if store.intact(v))  # noqa: E731
-    return JobStatus(manifest["job"], manifest["job_id"], store.url(), tuple(clips), video, tuple(events),
-                     made(final.get("clips", {})), made(final.get("contact_sheets", {})))
-
-
-def find_jobs(uri: str, storage_options: dict[str, Any] | None = None, read_only: bool = True) -> list[RenderStore]:
-    """The job folder at ``uri``, or every job folder directly under it (read-only unless asked)."""
-    store = RenderStore(uri, storage_options or {}, read_only)
-    if store.exists("manifest.json" + MARKER):
-        return [store]
-    try:
-        entries = store.fs.ls(store.root, detail=False, refresh=True)
-    except FileNotFoundError:
-        return []
-    names = sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
-    return [child for child in (store.child(n) for n in names) if child.exists("manifest.json" + MARKER)]
+__all__ = ["BadObject", "ClipStatus", "JobStatus", "StatusError", "find_jobs", "format_status", "job_status",
+           "status_record", "verify"]
 
 
 @dataclass(frozen=True)
@@ -136,15 +67,6 @@ def _unfinish(store: RenderStore, rel: str, segments: dict[str, list[int]]) -> t
     return tuple(u for u in undone if u != rel)
 
 
-def status_record(status: JobStatus) -> dict[str, Any]:
-    """A job's status as plain data, for ``status --json`` (cron, dashboards)."""
-    return {"job": status.job, "job_id": status.job_id, "url": status.url, "complete": status.complete,
-            "frames_done": sum(c.frames_done for c in status.clips), "frames": sum(c.num_frames for c in status.clips),
-            "video": status.video, "clip_videos": dict(status.clip_videos),
-            "contact_sheets": dict(status.contact_sheets), "clips": [dataclasses.asdict(c) for c in status.clips],
-            "problems": list(status.problems)}
-
-
 def format_status(status: JobStatus) -> str:
     lines = [f"job {status.job}  id {status.job_id}  at {status.url}", ""]
     header = ("clip", "frames", "anchors", "segments done", "last checkpoint", "problems")
@@ -153,6 +75,8 @@ def format_status(status: JobStatus) -> str:
              "-" if c.last_checkpoint is None else str(c.last_checkpoint), str(c.problems)) for c in status.clips]
     lines += format_table(header, rows)
     state = "complete" if status.complete else "incomplete: run the same render command again to resume"
+    if status.eta_s is not None:
+        state += f" (while rendering: about {duration_text(status.eta_s)} left at the last minute's rate)"
     lines += ["", f"frames {state}", f"video {status.video or 'not encoded yet'}"]
     lines += [f"  clip {name}: {url}" for name, url in status.clip_videos]
     lines += [f"  contact sheet {name}: {url}" for name, url in status.contact_sheets]

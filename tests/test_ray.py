@@ -157,6 +157,11 @@ def test_a_clip_that_always_fails_fails_the_job_after_the_others_finish(ray_clus
     store = RenderStore(str(job_dir))
     assert store.get(store.done_rel("a", 0)) is not None and store.get(store.done_rel("c", 0)) is not None
     assert store.get(store.done_rel("b", 0)) is None
+    # Its page tells the morning: each retry and the failure, on the clip that failed
+    kinds = [(e["kind"], e["object"]) for e in store.events()]
+    assert kinds == [("retry", "segments/b/0")] * 2 + [("failed", "segments/b/0")]
+    page = (job_dir / "report.html").read_text()
+    assert "3 problem(s)" in page and "after 3 attempts: clip &#x27;b&#x27; failed at frame 0" in page
 
     # the same through the CLI: exit 1, one line naming the clip
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image)

@@ -99,6 +99,11 @@ def test_render_kill_resume_and_status_on_s3(tmp_path, s3, ray_cluster, monkeypa
     reader = imageio_ffmpeg.read_frames(str(local_video))
     next(reader)
     assert sum(1 for _ in reader) == 32
+    # the job's page is in the bucket beside the video, linking to it by its relative name
+    folder = video[len(f"s3://{BUCKET}/"):].rsplit("/", 1)[0]
+    page = client.get_object(Bucket=BUCKET, Key=f"{folder}/report.html")["Body"].read().decode()
+    assert 'src="s3job.mp4"' in page and "32 frames" in page
+    client.head_object(Bucket=BUCKET, Key=f"{folder}/report/frames-per-second.svg")
 
 
 def test_storage_options_in_the_spec_reach_s3(tmp_path, s3, ray_cluster, monkeypatch, capsys):

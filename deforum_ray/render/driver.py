@@ -28,7 +28,8 @@ from torch import Tensor
 
 from ..errors import first_line
 from ..post.finalize import FinalResult, made_outputs
-from ..job.plan import ChainKind, ChainTask, RenderPlan, chain_tasks, pixel_tree, plan, tree_diff
+from ..post.report import write_report
+from ..job.plan import ChainKind, ChainTask, RenderPlan, chain_tasks, format_plan, pixel_tree, plan, tree_diff
 from ..job.spec import JobSpec, spec_to_dict, spec_to_yaml
 from ..model.denoiser import Acceleration
 from ..store import RenderStore, job_folders
@@ -61,6 +62,7 @@ class RenderResult:
     resumed: int  # frames found finished in the store
     seconds: float
     reports: tuple[ChainReport, ...] = ()
+    report: str | None = None  # the job's page (report.html), None if it could not be written
 
     @property
     def retried(self) -> tuple[str, ...]:
@@ -266,6 +268,7 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
     store = output_store(spec).child(f"{render_plan.job_name}-{render_plan.job_id}")
     store.write_text("spec.yaml", spec_to_yaml(spec))
     store.write_json("manifest.json", manifest(render_plan))
+    store.write_text("plan.txt", format_plan(render_plan, spec))  # for the job's page
 
     stages = [chain_tasks(clip) for clip in render_plan.clips]  # (anchor chain or None, frame chains)
     todo: list[ChainTask] = []
@@ -287,7 +290,11 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
     started_ray = connect(spec.cluster.address) if todo else False
     try:
         if todo:
-            reports = _run_chains(spec, render_plan, store, todo, waiting, resumed, pool, progress, callback, fresh)
+            try:
+                reports = _run_chains(spec, render_plan, store, todo, waiting, resumed, pool, progress, callback, fresh)
+            except JobFailed:
+                page_of(store, progress)  # the morning's look at a failed job: its problems, what finished
+                raise
         final = made_outputs(store, render_plan, spec)  # a finished job starts no Ray at all
         if final is None:
             started_ray = connect(spec.cluster.address) or started_ray
@@ -300,11 +307,23 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
     seconds = time.perf_counter() - started
     if progress and reports:
         print(summary_table(reports), file=sys.stderr)
+    report = page_of(store, progress)
     if progress:
-        print(final_lines(final), file=sys.stderr)
+        print(final_lines(final) + (f"\nreport {report}" if report else ""), file=sys.stderr)
     frames = sum(r.frames_rendered for r in reports if r.kind is not ChainKind.ANCHORS)
     resumed = render_plan.total_frames - frames  # every chain is done: the rest was in the store
-    return RenderResult(store.url(), final.video, final, frames, resumed, seconds, reports)
+    return RenderResult(store.url(), final.video, final, frames, resumed, seconds, reports, report)
+
+
+def page_of(store: RenderStore, progress: bool) -> str | None:
+    """Write the job's page (``post.report``); a page that cannot be written is a warning, never
+    a failed render."""
+    try:
+        return write_report(store)
+    except Exception as exc:
+        if progress:
+            print(f"warning: the job's page was not written: {first_line(exc)}", file=sys.stderr)
+        return None
 
 
 def final_stage(store: RenderStore, render_plan: RenderPlan, spec: JobSpec, pool: WorkerPool | None,
@@ -434,11 +453,14 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
                           f"({rate:.1f} frames/s) on {outcome.worker}{together}", file=sys.stderr)
             return
         reason = _reason(outcome, task)
+        where = f"anchors/{task.clip}" if task.kind is ChainKind.ANCHORS else f"segments/{task.clip}/{task.segments[0].index}"
         if attempt < ATTEMPTS:
             bar.write(f"retrying {task.label} (attempt {attempt + 1} of {ATTEMPTS}): {reason}", file=sys.stderr)
+            store.event("retry", where, f"attempt {attempt} of {ATTEMPTS} failed: {reason}")
             queue.append((task, attempt + 1))
             return
         bar.write(f"failed: {reason}", file=sys.stderr)
+        store.event("failed", where, f"after {ATTEMPTS} attempts: {reason}")
         failures.append(reason)
         for segment in waiting.pop(task.clip, []) if task.kind is ChainKind.ANCHORS else []:
             failures.append(f"{segment.label}: not rendered, its anchors failed")
