@@ -77,6 +77,26 @@ def test_tiny_is_deterministic_and_leaves_global_rng_alone(tiny):
     assert not torch.equal(tiny.transformer.proj_out.weight, other.transformer.proj_out.weight)
 
 
+def test_tinys_vae_copies_a_picture_blurred_and_its_moves(tiny):
+    """A picture survives tiny's encode and decode as its 8x8-cell colours, smoothed: an init image
+    shows in tiny's frames, and a latent that moves gives a picture that moves the same way."""
+    import numpy as np
+
+    from deforum_ray.model.vae import decode, encode
+
+    y, x = np.mgrid[0:64, 0:64]
+    picture = np.stack([x * 4, y * 4, np.where((x // 32 + y // 32) % 2, 200, 40)], -1).astype(np.uint8)
+    z = encode(tiny, picture)
+    assert z.shape == (1, 16, 8, 8)
+    copy = decode(tiny, z).astype(float)
+    inner = (slice(8, -8), slice(8, -8))  # away from the border, where the blur meets zero padding
+    for c in range(3):  # blurred and its contrast normalised (about halved here), but the same picture
+        a, b = copy[inner][..., c], picture[inner][..., c].astype(float)
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9 and abs(a.mean() - b.mean()) < 15, c
+    shifted = decode(tiny, torch.roll(z, 2, dims=-1)).astype(float)  # two cells right: 16 pixels
+    assert np.abs(shifted[24:40, 32:48] - copy[24:40, 16:32]).mean() < 3
+
+
 def test_tiny_tokenizer_tells_prompts_apart(tiny):
     ids = tiny.tokenizer(["a lighthouse at dusk", "a lighthouse at dawn", "zyxw qvut"]).input_ids
     assert len({tuple(i) for i in ids}) == 3

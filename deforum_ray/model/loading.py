@@ -311,23 +311,63 @@ def build_random(preset: str, seed: int = 0, max_text_length: int = 256, device:
 
 
 def _make_tiny_vae_faithful(vae: Any) -> None:
-    """Make a random VAE useful for checking the pipeline by eye and by test.
+    """Make tiny's VAE a picture's faithful, blocky copy (a latent cell is the mean colour of its
+    8x8 pixels), so that an init image, a zoom or a turn shows in tiny's frames and tests.
 
-    Zeroing the last layer of every residual branch (resnet ``conv2``, attention ``to_out``) makes
-    each block start as the identity, so the decoder is a smooth, spatially faithful map: a latent
-    that moves gives a picture that moves. Then, as for real FLUX (whose 0.3611 is 1/std of its
-    latents), shift and scale are calibrated so encoded images have zero mean and unit variance
+    Every residual branch (resnet ``conv2``, attention ``to_out``) is zeroed, so each block is the
+    identity; channel changes copy channels; the encoder's downsamplers average 2x2 pixels and the
+    decoder's upsamplers blur (a [1, 2, 1] kernel each way). The colour travels in three channels:
+    latent channels 0-2 (the rest are zero and unread). The two group norms before the output
+    convolutions make it an affine map per picture (its contrast is normalised), scaled to keep
+    the SiLU after them in its near-linear range. Then, as for real FLUX (whose 0.3611 is 1/std of
+    its latents), shift and scale are calibrated so encoded images have zero mean and unit variance
     (rounded, so float noise cannot change them) and an init image is not drowned by the noise.
     """
-    for name, module in vae.named_modules():
-        if name.endswith(("conv2", "to_out.0")):
-            torch.nn.init.zeros_(module.weight)
-            torch.nn.init.zeros_(module.bias)
+    blur = torch.tensor([1.0, 2.0, 1.0])
+    blur = torch.outer(blur, blur) / 16.0
+    with torch.no_grad():
+        for name, module in vae.named_modules():
+            if name.endswith(("conv2", "to_out.0")):
+                torch.nn.init.zeros_(module.weight)
+                torch.nn.init.zeros_(module.bias)
+            elif name.endswith("conv_shortcut"):
+                _copy_channels(module, min(module.weight.shape[:2]))
+            elif name.endswith("downsamplers.0.conv"):  # stride 2 over a (0, 1, 0, 1)-padded input: taps 0-1
+                _copy_channels(module, 0)
+                for c in range(module.weight.shape[0]):
+                    module.weight[c, c, :2, :2] = 0.25
+            elif name.endswith("upsamplers.0.conv"):  # after a nearest-neighbour 2x
+                _copy_channels(module, 0)
+                for c in range(module.weight.shape[0]):
+                    module.weight[c, c] = blur
+        encoder, decoder = vae.encoder, vae.decoder
+        for conv_in in (encoder.conv_in, decoder.conv_in):
+            _copy_channels(conv_in, 3)
+            conv_in.bias[3] = 1.0  # a constant channel in the colours' norm group steadies its statistics
+        for norm, gain, bias in ((encoder.conv_norm_out, 0.25, 2.0), (decoder.conv_norm_out, 0.5, 1.0)):
+            norm.weight.zero_()
+            norm.bias.zero_()
+            norm.weight[:3], norm.bias[:3] = gain, bias
+        _copy_channels(encoder.conv_out, 3)
+        encoder.conv_out.bias[vae.config.latent_channels:] = -30.0  # log-variance: the mode is the sample
+        _copy_channels(decoder.conv_out, 3, scale=0.8)
+        decoder.conv_out.bias.fill_(-0.85)  # SiLU's output back to about [-1, 1]
     y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
     calibration = torch.stack([(x * 4) % 256, (y * 4) % 256, ((x // 8 + y // 8) % 2) * 255]) / 127.5 - 1.0
     with torch.no_grad():
-        raw = vae.encode(calibration[None]).latent_dist.mode()
+        raw = vae.encode(calibration[None]).latent_dist.mode()[:, :3]  # the colour channels
     vae.register_to_config(shift_factor=round(float(raw.mean()), 4), scaling_factor=round(1.0 / float(raw.std()), 4))
+
+
+def _copy_channels(conv: Any, channels: int, scale: float = 1.0) -> None:
+    """Make ``conv`` copy its first ``channels`` input channels to the same output channels (the
+    kernel's centre tap) and output zeros elsewhere."""
+    torch.nn.init.zeros_(conv.weight)
+    if conv.bias is not None:
+        torch.nn.init.zeros_(conv.bias)
+    centre = conv.weight.shape[-1] // 2
+    for c in range(channels):
+        conv.weight[c, c, centre, centre] = scale
 
 
 def _assemble(name: str, transformer: Any, vae: Any, text_encoder: Any, tokenizer: Any, text_encoder_2: Any,
