@@ -41,7 +41,7 @@ from ..model.denoiser import TextEmbedding
 from ..model.loading import VAE_SCALE, FluxModel
 from ..model.vae import decode_many, decode_on_device
 from .color import match_channel_stats
-from .motion import camera_matrix, compose, motion_matrix, rigid_move, warp, warp_depth
+from .motion import Vector3, camera_matrix, compose, motion_matrix, rigid_move, warp, warp_depth
 from .noise import frame_noise
 from .prompts import embedding_at
 from .sampling import euler_step, get_schedule, image_seq_len, latent_image_ids, mix_noise, pack, start_index, unpack
@@ -78,9 +78,7 @@ class FrameSchedules:
         if self.mode == "3d":
             if self.height <= 0:
                 raise ValueError("a 3d camera needs the frame height")
-            return camera_matrix(tuple(float(f[f"motion.translation_{a}"][frame]) for a in "xyz"),
-                                 tuple(float(f[f"motion.rotation_3d_{a}"][frame]) for a in "xyz"),
-                                 float(f["motion.fov"][frame]), self.height)
+            return camera_matrix(*self.camera(frame), float(f["motion.fov"][frame]), self.height)
         return motion_matrix(f["motion.zoom"][frame], f["motion.angle"][frame], f["motion.translation_x"][frame],
                              f["motion.translation_y"][frame])
 
@@ -92,10 +90,13 @@ class FrameSchedules:
     def camera_between(self, earlier: int, later: int) -> np.ndarray:
         """A 3d camera's rigid move (4x4) from frame ``earlier`` to frame ``later``: the product of
         the moves of the frames between, for a scene whose depth is known at ``earlier``."""
+        return compose((rigid_move(*self.camera(n)) for n in range(earlier + 1, later + 1)), size=4)
+
+    def camera(self, frame: int) -> tuple[Vector3, Vector3]:
+        """A 3d camera's (translation, rotation) schedule values at ``frame``."""
         f = self.frames
-        return compose((rigid_move(tuple(float(f[f"motion.translation_{a}"][n]) for a in "xyz"),
-                                   tuple(float(f[f"motion.rotation_3d_{a}"][n]) for a in "xyz"))
-                        for n in range(earlier + 1, later + 1)), size=4)
+        return (tuple(float(f[f"motion.translation_{a}"][frame]) for a in "xyz"),  # type: ignore[return-value]
+                tuple(float(f[f"motion.rotation_3d_{a}"][frame]) for a in "xyz"))
 
     def warp(self, z: Tensor, source: int, target: int, depth: Tensor | None, interpolation: str,
              padding: str) -> Tensor:
@@ -270,7 +271,7 @@ class Chain:
         a, clip = self.previous_frame(b), self.clip
         # On the model's device, as in the first run: a resumed state comes from the CPU
         z_a, z_b = pending.latent.to(self.device), pending.next_key.to(self.device)
-        depth_a, depth_b = (None if d is None else d.to(self.device) for d in (pending.depth, pending.next_key_depth))
+        depth_a, depth_b = _on(self.device, pending.depth), _on(self.device, pending.next_key_depth)
         out = [FrameOut(f, between_keys(z_a, z_b, a, f, b, self.schedules, clip.motion.interpolation,
                                         clip.motion.padding, depth_a, depth_b), replace(pending, frame=f + 1),
                         diffused=False)
@@ -302,9 +303,8 @@ class Chain:
             base = self.init_latent.to(self.device)
         else:
             latent = state.latent.to(self.device)
-            depth = None if state.depth is None else state.depth.to(self.device)
-            base = self.ease(n, sched.warp(latent, self.previous_frame(n), n, depth, clip.motion.interpolation,
-                                           clip.motion.padding))
+            base = self.ease(n, sched.warp(latent, self.previous_frame(n), n, _on(self.device, state.depth),
+                                           clip.motion.interpolation, clip.motion.padding))
         start = start_index(clip.steps, self.strength(n))
         return FrameInput(self, n, mix_noise(base, noise, self.timesteps[start], float(sched.noise_scale[n])), start,
                           eps, text)
@@ -381,9 +381,9 @@ class SegmentChain(Chain):
         if weight <= 0:
             return z
         # The next anchor as it would look at this frame: its motion from here undone.
-        depth = None if ends.next_anchor_depth is None else ends.next_anchor_depth.to(z.device)
-        aligned = self.schedules.warp(ends.next_anchor.to(z.device), ends.next_frame, n, depth,
-                                      clip.motion.interpolation, clip.motion.padding)
+        aligned = self.schedules.warp(ends.next_anchor.to(z.device), ends.next_frame, n,
+                                      _on(z.device, ends.next_anchor_depth), clip.motion.interpolation,
+                                      clip.motion.padding)
         return torch.lerp(z, aligned, weight)
 
 
@@ -477,6 +477,10 @@ def advance(lanes: Sequence[Lane]) -> None:
                 except Exception as exc:
                     lane.error = exc
             _hand_over(finished, together=len(group))
+
+
+def _on(device: Any, tensor: Tensor | None) -> Tensor | None:
+    return None if tensor is None else tensor.to(device)
 
 
 def key_depths(keys: Sequence[tuple[Chain, Tensor]]) -> list[tuple[Tensor | None, np.ndarray | None]]:
