@@ -38,7 +38,8 @@ def test_the_wheel_renders_the_demo_from_an_empty_folder(tmp_path):
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    shutil.copy(REPO / "jobs" / "demo.yaml", empty / "demo.yaml")
+    for name in ("demo.yaml", "demo-harbour.png"):
+        shutil.copy(REPO / "jobs" / name, empty / name)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DEFORUM_RAY_CONF")}
     cli = str(fresh / "bin" / "deforum-ray")
     where = subprocess.run([str(fresh / "bin" / "python"), "-c", "import deforum_ray; print(deforum_ray.__file__)"],

@@ -6,16 +6,34 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
 from deforum_ray.job.plan import cut_segments, format_plan, frame_passes, job_id, plan
 from deforum_ray.job.frames import start_indices
 from deforum_ray.job.spec import load_job
 
-DEMO = REPO / "jobs" / "demo.yaml"
+# The demo job as it was before its harbour clip took an init image: these tests count its passes
+# and pin its id, which must not move when jobs/demo.yaml does.
+DEMO = """
+name: demo
+model: tiny
+seed: 42
+width: 128
+height: 128
+fps: 12
+strength: 0.5
+motion: {zoom: "0:(1.0), 24:(1.04)", angle: "0:(0), 24:(2)"}
+clips:
+  - {name: lighthouse, num_frames: 24,
+     prompts: {0: "a lighthouse at dusk, oil painting", 12: "a lighthouse in a storm, oil painting"}}
+  - {name: harbour, num_frames: 24, seed: 7, prompts: {0: "a quiet harbour at night, oil painting"},
+     motion: {zoom: "0:(1.02)", translation_x: "0:(0), 12:(2)"}}
+post: {interpolation: 1, loop: false}
+"""
 
 
 def demo(tmp_path, *overrides: str):
-    return load_job(DEMO, [f"output.uri={tmp_path}", *overrides])
+    path = tmp_path / "demo.yaml"
+    path.write_text(DEMO)
+    return load_job(path, [f"output.uri={tmp_path}", *overrides])
 
 
 @pytest.mark.parametrize(
@@ -70,6 +88,20 @@ def test_job_ids_from_before_new_settings_are_kept(tmp_path):
     """The demo's id as releases before ``model.precision`` and the GPU settings computed it: an
     upgrade resumes renders in flight instead of starting them again in a new folder."""
     assert job_id(demo(tmp_path)) == "0c8cf022ab8a"
+
+
+def test_a_local_init_image_counts_by_its_bytes_wherever_the_job_folder_is(tmp_path):
+    picture = np.zeros((8, 8, 3), np.uint8)
+    ids = []
+    for folder in ("here", "there"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(picture).save(tmp_path / folder / "init.png")
+        (tmp_path / folder / "job.yaml").write_text(DEMO.replace("num_frames: 24,", "num_frames: 24, init_image: init.png,", 1))
+        ids.append(job_id(load_job(tmp_path / folder / "job.yaml", [f"output.uri={tmp_path}"])))
+    assert ids[0] == ids[1] != job_id(demo(tmp_path))  # moved, the job resumes; without the picture it is another
+    picture[0, 0] = 1
+    Image.fromarray(picture).save(tmp_path / "there" / "init.png")
+    assert job_id(load_job(tmp_path / "there" / "job.yaml", [f"output.uri={tmp_path}"])) != ids[0]  # edited: a new job
 
 
 def test_plan_output_dir_and_video(tmp_path):

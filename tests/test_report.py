@@ -9,6 +9,7 @@ import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import render_here
@@ -76,6 +77,30 @@ def test_a_render_writes_its_page_with_every_part_in_the_job_folder(jobs):
     assert "chains (each is sequential" in text  # the plan
     assert "a lighthouse at dusk, oil painting" in text  # the spec
     assert "None recorded." in text  # no problem
+
+
+def test_the_demos_harbour_keeps_its_init_image_and_the_camera_moves_it(jobs):
+    """The demo shows motion a person can see: the harbour clip starts from a picture (found next
+    to the job file) and its frames are that picture zoomed in and turned counter-clockwise."""
+    from PIL import Image
+
+    frames = job_dir(jobs) / "segments"
+    grey = lambda path: Image.open(path).convert("L")  # noqa: E731
+    centre = lambda image: np.asarray(image, float)[32:96, 32:96].ravel()  # noqa: E731 - corners turn away
+    likeness = lambda a, b: float(np.corrcoef(centre(a), centre(b))[0, 1])  # noqa: E731
+    init = grey(REPO / "jobs" / "demo-harbour.png")
+    first, last = (grey(frames / "harbour" / "0" / "frames" / f"{i:06d}.png") for i in (0, 3))
+    assert likeness(first, init) > 0.5 > abs(likeness(grey(frames / "lighthouse" / "0" / "frames" / "000000.png"), init))
+
+    def camera(image, frames: int, turn: float, zoom: float):  # the demo's zoom and angle, in pixels
+        size = round(128 * zoom**frames)
+        edge = (size - 128) // 2
+        return image.rotate(turn * frames, Image.BICUBIC).resize((size, size), Image.BICUBIC).crop(
+            (edge, edge, edge + 128, edge + 128))
+
+    moved = likeness(last, camera(first, 3, 1.0, 1.02))
+    assert moved > 0.97 and moved > max(likeness(last, first), likeness(last, camera(first, 3, -1.0, 1.02)),
+                                        likeness(last, camera(first, 3, 1.0, 1 / 1.02)))
 
 
 def test_status_json_carries_the_stores_facts(jobs, capsys):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from conftest import REPO, snapshot
@@ -285,6 +286,34 @@ def test_init_image_that_is_not_an_image(write_job, tmp_path, capsys):
 def test_init_image_that_is_readable(write_job, tmp_path):
     spec = load_job(write_job(two_clip_job()), [f"output.uri={tmp_path}", f"clips.0.init_image={_image(tmp_path)}"])
     assert spec.clips[0].init_image.endswith("init.png")
+
+
+def test_a_job_files_relative_inputs_are_found_next_to_it_and_overrides_from_the_working_folder(
+        tmp_path, monkeypatch, capsys):
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "pictures").mkdir(parents=True)
+    elsewhere.mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(project / "pictures" / "init.png")
+    job = two_clip_job(output={"uri": str(tmp_path / "out"), "audio": "sound.wav"})
+    job["clips"][1]["init_image"] = "pictures/init.png"
+    (project / "job.yaml").write_text(yaml.safe_dump(job))
+    monkeypatch.chdir(elsewhere)  # as ray job submit's working folder or cron's home would be
+    with pytest.raises(SpecError) as info:
+        load_job(project / "job.yaml")
+    assert info.value.errors == [f"output.audio: no such file '{project / 'sound.wav'}'"]  # looked for beside the job
+    spec = load_job(project / "job.yaml", ["output.audio=null"])
+    assert spec.clips[1].init_image == str(project / "pictures" / "init.png") and spec.clips[0].init_image is None
+    code, _, err = _run_cli(capsys, "validate", str(project / "job.yaml"), "output.audio=null",
+                            "clips.0.init_image=pictures/init.png")
+    assert code == 2 and err.startswith("clips[0].init_image: no such file 'pictures/init.png'")  # from here
+    (elsewhere / "pictures").mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(elsewhere / "pictures" / "init.png")
+    assert load_job(project / "job.yaml", ["output.audio=null", "clips.0.init_image=pictures/init.png"]).clips[0].init_image \
+        == "pictures/init.png"
+    job = {"name": "one", "model": "tiny", "num_frames": 2, "prompts": {0: "a fox"}, "init_image": "pictures/init.png",
+           "output": {"uri": str(tmp_path / "out")}}
+    (project / "one.yaml").write_text(yaml.safe_dump(job))  # a one-clip job names it at the top
+    assert load_job(project / "one.yaml").clips[0].init_image == str(project / "pictures" / "init.png")
 
 
 def test_output_uri_that_is_a_file(write_job, output_dir, capsys):

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .frames import Cadence, ClipFrames, start_indices
+from .inputs import local_path
 from .spec import MOTION_3D_KEYS, RENDER_KEYS, ClipSpec, JobSpec, clip_output_frames, spec_to_dict
 from ..table import format_table
 
@@ -186,7 +187,7 @@ def pixel_tree(tree: Mapping[str, Any]) -> dict[str, Any]:
         "width": tree["width"],
         "height": tree["height"],
         "clips": [
-            {k: _pixel_motion(clip[k]) if k == "motion" else clip[k]
+            {k: _pixel_motion(clip[k]) if k == "motion" else input_key(clip[k]) if k == "init_image" else clip[k]
              for k in (*RENDER_KEYS, "name", "num_frames", "prompts", "init_image")
              if unchanged.get(k, object()) != clip[k]}
             for clip in tree["clips"]
@@ -199,6 +200,20 @@ def _pixel_motion(motion: Mapping[str, Any]) -> dict[str, Any]:
     if motion.get("mode", "2d") != "2d":
         return dict(motion)
     return {k: v for k, v in motion.items() if k not in MOTION_3D_KEYS}
+
+
+def input_key(uri: str | None) -> str | None:
+    """What of an input changes the frames: a local file's bytes (``sha256:...``), so a job keeps its
+    id wherever its folder is and an edited picture is a new job; a remote one by its URI (reading
+    S3 to plan would cost a download). A path that is not a regular file (missing, a pipe) stays a path."""
+    path = local_path(uri) if uri else None
+    if path is None or not path.is_file():
+        return uri
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
 
 
 def job_id(spec: JobSpec) -> str:

@@ -179,7 +179,7 @@ class ClipSpec(RenderSettings):
     name: str = rule()
     num_frames: int = rule(bounds=Bounds(1, MAX_CLIP_FRAMES))
     prompts: dict[int, str] = rule()
-    init_image: Optional[str] = rule(None)  # path or fsspec URI
+    init_image: Optional[str] = rule(None)  # path or fsspec URI; in a job file, relative to its folder
 
 
 @dataclass
@@ -198,7 +198,7 @@ class OutputSpec:
     codec: str = rule(choices=CODECS)
     crf: int = rule(bounds=Bounds(0, 51))
     fps: Optional[float] = rule(None, bounds=Bounds(1.0, 960.0))  # None: fps x interpolation
-    audio: Optional[str] = rule(None)  # path or fsspec URI, muxed in and trimmed to the video
+    audio: Optional[str] = rule(None)  # path or URI (as init_image), muxed in and trimmed to the video
     # passed to fsspec, e.g. {endpoint_url: http://127.0.0.1:9000} for an S3-compatible store
     storage_options: dict[str, Any] = rule(factory=dict)
 
@@ -300,6 +300,32 @@ def _load_yaml(path: Path, label: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise SpecError([f"{label}: a job spec is a YAML mapping of keys, not {_kind(raw)}"], str(path))
     return raw
+
+
+def _anchor_inputs(job: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A job file's inputs (init images, the audio track) named by a relative path are found next
+    to the file, wherever the render runs from (``ray job submit``'s working folder, cron's home):
+    they become absolute here. Overrides on the command line stay relative to the working folder.
+    Values of the wrong type are left for validation to name."""
+
+    def anchored(value: Any) -> Any:
+        path = local_path(value) if isinstance(value, str) and value else None
+        if path is None or value.startswith(("~", "file://")) or path.is_absolute():
+            return value
+        return str(folder / path)
+
+    def clip(node: Any) -> Any:
+        if isinstance(node, dict) and "init_image" in node:
+            return {**node, "init_image": anchored(node["init_image"])}
+        return node
+
+    job = clip(job)  # a one-clip job names its init_image at the top
+    if isinstance(job.get("clips"), list):
+        job = {**job, "clips": [clip(node) for node in job["clips"]]}
+    output = job.get("output")
+    if isinstance(output, dict) and "audio" in output:
+        job = {**job, "output": {**output, "audio": anchored(output["audio"])}}
+    return job
 
 
 def parse_yaml(text: str, label: str, source: str | None = None) -> Any:
@@ -489,7 +515,10 @@ def load_job(
     """
     conf = conf or conf_dir()
     label = str(source) if not isinstance(source, Mapping) else "<job>"
-    job = _refuse_interpolations(dict(source), label, None) if isinstance(source, Mapping) else _load_yaml(Path(source), label)
+    if isinstance(source, Mapping):
+        job = _refuse_interpolations(dict(source), label, None)
+    else:
+        job = _anchor_inputs(_load_yaml(Path(source), label), Path(source).resolve().parent)
     pairs = parse_overrides(overrides)
     errors: list[str] = []
 
