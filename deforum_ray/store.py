@@ -287,21 +287,24 @@ class RenderStore:
         import pyarrow.parquet as pq
 
         table = pa.table({column: [row.get(column) for row in rows] for column in RUNLOG_COLUMNS})
-        buffer = io.BytesIO()
+        buffer = pa.BufferOutputStream()  # Arrow's own buffers, never a Python file: see read_runlog
         pq.write_table(table, buffer)
         name = f"{_safe(worker)}-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
-        self.put(f"runlog/{name}", buffer.getvalue())
+        self.put(f"runlog/{name}", buffer.getvalue().to_pybytes())
 
     def read_runlog(self) -> list[dict[str, Any]]:
         """One row per stored frame (segment -1: an anchor), in time order: the row of its latest
         rendering (a run killed between logging a frame and its checkpoint renders it again)."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         rows: list[dict[str, Any]] = []
         names = self.vouched_names("runlog")
         for data in self.get_many([f"runlog/{n}" for n in names]).values():
             if data is not None:
-                rows.extend(pq.read_table(io.BytesIO(data)).to_pylist())
+                # An Arrow buffer, not io.BytesIO: Arrow frees a Python file's reader on one of its
+                # own threads, which must take the GIL; at interpreter exit that aborts the process.
+                rows.extend(pq.read_table(pa.BufferReader(data)).to_pylist())
         latest = {(r["clip"], r["segment"], r["frame"]): r for r in sorted(rows, key=lambda r: r["timestamp"])}
         return sorted(latest.values(), key=lambda r: r["timestamp"])
 
