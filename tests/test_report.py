@@ -103,6 +103,18 @@ def test_the_demos_harbour_keeps_its_init_image_and_the_camera_moves_it(jobs):
                                         likeness(last, camera(first, 3, 1.0, 1 / 1.02)))
 
 
+def test_the_demos_init_image_is_what_its_script_draws():
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    from PIL import Image
+
+    loaded = spec_from_file_location("draw_demo_harbour", REPO / "jobs" / "draw-demo-harbour.py")
+    script = module_from_spec(loaded)
+    loaded.loader.exec_module(script)
+    shipped = np.asarray(Image.open(REPO / "jobs" / "demo-harbour.png").convert("RGB"))
+    assert np.array_equal(np.asarray(script.draw()), shipped)
+
+
 def test_status_json_carries_the_stores_facts(jobs, capsys):
     folder = job_dir(jobs)
     (record,) = status_json(capsys, folder)["jobs"]
