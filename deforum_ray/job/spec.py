@@ -309,10 +309,9 @@ def _anchor_inputs(job: dict[str, Any], folder: Path) -> dict[str, Any]:
     Values of the wrong type are left for validation to name."""
 
     def anchored(value: Any) -> Any:
-        path = local_path(value) if isinstance(value, str) and value else None
-        if path is None or value.startswith(("~", "file://")) or path.is_absolute():
-            return value
-        return str(folder / path)
+        if not isinstance(value, str) or not value or "://" in value or Path(value).expanduser().is_absolute():
+            return value  # a URI (file:// too), an absolute or home path, or a wrong type
+        return str(folder / value)
 
     def clip(node: Any) -> Any:
         if isinstance(node, dict) and "init_image" in node:

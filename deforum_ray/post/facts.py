@@ -139,12 +139,16 @@ def job_status(store: RenderStore, rows: list[dict[str, Any]] | None = None) -> 
     return dataclasses.replace(status, eta_s=None if status.complete else time_left(rows, status.frames - status.frames_done))
 
 
+def frame_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The run log's rows of frames: an anchor's row (segment -1) is not a frame of the video."""
+    return [row for row in rows if row["segment"] >= 0]
+
+
 def worker_runs(rows: list[dict[str, Any]]) -> tuple[WorkerRun, ...]:
-    """Each worker's frames (anchors are not frames) and span, in the order they started."""
+    """Each worker's frames and span, in the order they started."""
     by_worker: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        if row["segment"] >= 0:
-            by_worker.setdefault(row["worker"], []).append(row)
+    for row in frame_rows(rows):
+        by_worker.setdefault(row["worker"], []).append(row)
     runs = [WorkerRun(worker, len(own), sum(1 for r in own if r.get("diffused", True)),
                       own[0]["timestamp"] - own[0]["seconds"], own[-1]["timestamp"])
             for worker, own in by_worker.items()]
@@ -154,7 +158,7 @@ def worker_runs(rows: list[dict[str, Any]]) -> tuple[WorkerRun, ...]:
 def time_left(rows: list[dict[str, Any]], remaining: int) -> float | None:
     """Seconds to render ``remaining`` frames at the rate of the run log's last minute (every
     worker together), or None without two frames in it."""
-    stamps = sorted(r["timestamp"] for r in rows if r["segment"] >= 0)
+    stamps = sorted(r["timestamp"] for r in frame_rows(rows))
     if len(stamps) < 2:
         return None
     recent = [t for t in stamps if t >= stamps[-1] - RATE_WINDOW_S]

@@ -18,7 +18,7 @@ import io
 from typing import Any, Sequence
 
 from ..store import RenderStore
-from .facts import JobStatus, job_status
+from .facts import JobStatus, frame_rows, job_status
 
 REPORT = "report.html"
 INDEX = "index.html"
@@ -42,10 +42,11 @@ def write_report(store: RenderStore) -> str:
     """Write the job's page (and its plots) into its folder; the page's URL."""
     rows = store.read_runlog()
     status = job_status(store, rows)
+    frames = frame_rows(rows)
     plots = []
-    if any(r["segment"] >= 0 for r in rows):
-        store.put(FPS_PLOT, frames_per_second_svg(rows))
-        store.put(SECONDS_PLOT, seconds_per_frame_svg(rows))
+    if frames:
+        store.put(FPS_PLOT, frames_per_second_svg(frames))
+        store.put(SECONDS_PLOT, seconds_per_frame_svg(frames))
         plots = [FPS_PLOT, SECONDS_PLOT]
     spec, plan = (store.get(rel) for rel in ("spec.yaml", "plan.txt"))
     page = job_page(status, plots, _text(spec), _text(plan))
@@ -169,11 +170,11 @@ def duration_text(seconds: float) -> str:
 
 # -- the plots ------------------------------------------------------------------------------------
 
-def frames_per_second_svg(rows: Sequence[dict[str, Any]]) -> bytes:
-    """Frames/s of each worker over the job's time, in bins of about a sixtieth of its span."""
+def frames_per_second_svg(frames: Sequence[dict[str, Any]]) -> bytes:
+    """Frames/s of each worker over the job's time (``frames``: the run log's rows of frames, at
+    least one), in bins of about a sixtieth of its span."""
     import numpy as np
 
-    frames = [r for r in rows if r["segment"] >= 0]
     start = min(r["timestamp"] - r["seconds"] for r in frames)
     span = max(r["timestamp"] for r in frames) - start
     width = max(span / 60.0, 1.0)
@@ -190,9 +191,9 @@ def frames_per_second_svg(rows: Sequence[dict[str, Any]]) -> bytes:
     return _svg(fig)
 
 
-def seconds_per_frame_svg(rows: Sequence[dict[str, Any]]) -> bytes:
-    """How long each frame took on its worker's thread (the run log's ``seconds``)."""
-    seconds = [r["seconds"] for r in rows if r["segment"] >= 0]
+def seconds_per_frame_svg(frames: Sequence[dict[str, Any]]) -> bytes:
+    """How long each frame (the run log's rows of frames) took on its worker's thread (``seconds``)."""
+    seconds = [r["seconds"] for r in frames]
     fig, ax = _figure()
     ax.hist(seconds, bins=min(40, max(5, len(seconds) // 4)), color="#4a78b0")
     ax.set_xlabel("seconds per frame")
