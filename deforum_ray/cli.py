@@ -12,7 +12,7 @@ import sys
 from typing import Any, Sequence
 
 from . import __version__
-from .errors import first_line
+from .errors import first_line, printable
 from .job.limits import MAX_CLIP_FRAMES
 from .job.schedule import ScheduleError, parse_schedule
 
@@ -295,12 +295,15 @@ def _cmd_import(args: argparse.Namespace) -> int:
     try:
         imported = import_file(args.file, random_seed=lambda: secrets.randbelow(2**32), steps=steps)
     except ImportProblem as exc:
-        raise UsageError([f"deforum-ray import: {exc}"]) from None
+        raise UsageError([f"deforum-ray import: {printable(str(exc))}"]) from None
     imported.job = {"name": imported.job["name"], **model, **{k: v for k, v in imported.job.items() if k != "name"}}
     target = Path(args.output or Path("jobs") / f"{imported.job['name']}.yaml")
     if target.exists() and not args.force:
         raise UsageError([f"deforum-ray import: {target} exists; give --force to replace it, or -o another file"])
-    text = imported_yaml(imported, args.file, f"deforum-ray job spec ({__version__})")
+    try:
+        text = imported_yaml(imported, args.file, f"deforum-ray job spec ({__version__})")
+    except ImportProblem as exc:
+        raise UsageError([f"deforum-ray import: {printable(str(exc))}"]) from None
     target.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and validated there (relative paths resolve alike), then renamed
     # into place: a spec that would not validate never replaces anything.
@@ -318,8 +321,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
-    for note in imported.notes:
-        print(note)
+    for note in imported.notes:  # a stranger's text: one line each, no terminal escapes
+        print(printable(note))
     unused = f"; {len(imported.unused)} settings of other tools not used (listed in its header)" if imported.unused else ""
     print(f"wrote {target}: {imported.kind}, {spec.total_frames} frames, {len(spec.clips[0].prompts)} prompts"
           f"{unused}. Next: deforum-ray plan {target}")

@@ -10,3 +10,13 @@ def first_line(error: BaseException | str, limit: int = 240) -> str:
         return type(error).__name__ if isinstance(error, BaseException) else ""
     text = lines[0]
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (line breaks of any kind, control and
+    format characters, lone surrogates) written as its Python escape: a stranger's text shown in a
+    terminal, a log line or a YAML comment stays one line and can start no syntax there."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for ch in text)

@@ -21,7 +21,7 @@ from conftest import render_here
 from deforum_ray.job.frames import ClipFrames
 from deforum_ray.job.importers import ImportProblem, from_deforum, from_parseq, import_file, least_strength
 from deforum_ray.job.schedule import parse_schedule
-from deforum_ray.job.spec import load_job
+from deforum_ray.job.spec import load_job, parse_yaml
 
 DATA = Path(__file__).parent / "data" / "deforum"
 SETTINGS = sorted(p for p in DATA.glob("*.txt"))
@@ -195,6 +195,37 @@ def test_a_spec_is_not_overwritten_without_force(tmp_path, capsys):
     assert err.strip() == f"deforum-ray import: {out} exists; give --force to replace it, or -o another file"
     code, _, _ = import_here(capsys, str(DATA / "deforum-simple.input_settings.txt"), "-o", str(out), "--force")
     assert code == 0 and load_job(out).total_frames == 5
+
+
+@pytest.mark.parametrize("brk", ["\n", "\r", "\r\n", "\x85", "\u2028", "\u2029"], ids=repr)
+def test_text_from_a_shared_settings_file_reaches_the_spec_as_data(tmp_path, capsys, brk):
+    """A settings file from a forum cannot write settings into the spec it is imported into: not
+    through an unused key or value (in the header's comments), a prompt, or its own file name."""
+    hostile = {
+        **settings(max_frames=12),
+        f"x{brk}output: {{uri: /elsewhere}} #": 1,  # unused: listed in the header
+        "noise_schedule": f"x{brk}cluster: {{address: 203.0.113.7:6379}} #",  # ignored: noted with its value
+        "prompts": {"0": f"a fox{brk}cluster: {{address: 203.0.113.7:6379}}", "6": "1e3", "8": "\x1b[2J# end"},
+    }
+    source = tmp_path / f"shared{brk}cluster: {{address: 198.51.100.1:6379}} #.txt"
+    source.write_text(json.dumps(hostile))
+    out = tmp_path / "job.yaml"
+    code, stdout, err = import_here(capsys, str(source), "-o", str(out))
+    assert code == 0, err
+    intended = import_file(source, random_seed=lambda: 0).job
+    text = out.read_text(encoding="utf-8")
+    # Read as the renderer reads it, the spec is the importer's tree: nothing more, nothing changed.
+    assert parse_yaml(text, "job.yaml") == intended
+    assert "cluster" not in intended and "output" not in intended
+    spec, default = load_job(out), load_job({"name": "p", "num_frames": 1, "prompts": {0: "."}})
+    assert (spec.cluster, spec.output) == (default.cluster, default.output)
+    assert spec.clips[0].prompts == intended["prompts"] and spec.clips[0].prompts[6] == "1e3"
+    assert spec.clips[0].prompts[0].startswith("a fox") and spec.clips[0].prompts[8] == "\x1b[2J# end"
+    # The header is comments only, each line printable; the notes print one line each, unescaped text nowhere.
+    header = text[: text.index("\nname: ")].split("\n")
+    assert all(line.startswith("#") and line.isprintable() for line in header), header
+    assert "203.0.113.7" in text and all(line.isprintable() for line in stdout.splitlines())
+    assert "\x1b" not in stdout and len(stdout.splitlines()) == len(import_file(source, random_seed=int).notes) + 1
 
 
 def settings(**changes) -> dict:

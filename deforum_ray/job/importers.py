@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..errors import printable
 from .limits import MAX_CLIP_FRAMES, MAX_SCHEDULE_LENGTH, MAX_SPEC_BYTES
 from .schedule import ScheduleError, evaluate_keyframes, parse_keyframes, parse_schedule
+from .spec import SpecError, data_to_yaml, parse_yaml
 
 DEFAULT_STEPS = 4  # the steps the strength floor is worked out for, unless the caller knows the model's
 
@@ -556,16 +558,26 @@ def _parseq_prompts(rows: list[Mapping[str, Any]], label: str, notes: list[str])
 
 
 def imported_yaml(imported: Imported, source: str, header: str) -> str:
-    """The job spec as YAML, under a comment header naming the source and what was not carried."""
-    import yaml
+    """The job spec as YAML, under a comment header naming the source and what was not carried.
 
+    Everything here came from a stranger's file (keys, values, prompts, its name): the body is
+    written by a YAML emitter, and each comment line has its line breaks and other unprintable
+    characters escaped, so no text can end a comment and start a setting. The result is read back
+    as the spec loader reads it and must be the job tree exactly (:class:`ImportProblem` otherwise)."""
     lines = [f"# {header}", f"# Imported from {source} ({imported.kind}) by deforum-ray import."]
     lines += [f"# {note}" for note in imported.notes]
     if imported.unused:
         lines.append(f"# Not used here ({len(imported.unused)} settings of other tools): "
                      + ", ".join(imported.unused))
-    body = yaml.safe_dump(imported.job, sort_keys=False, allow_unicode=True, width=1_000_000)
-    return "\n".join(_wrap_comment(line) for line in lines) + "\n" + body
+    comments = [_wrap_comment(printable(line)) for line in lines]
+    text = "\n".join(comments) + "\n" + data_to_yaml(imported.job)
+    try:
+        written = parse_yaml(text, "the imported spec")
+    except SpecError as exc:
+        raise ImportProblem(f"{source}: {exc.errors[0]}") from None
+    if written != imported.job:
+        raise ImportProblem(f"{source}: the imported spec does not read back as written (a bug)")
+    return text
 
 
 def _wrap_comment(line: str, width: int = 100) -> str:
@@ -607,5 +619,5 @@ def _format(value: float) -> str:
 
 
 def _show(value: Any, limit: int = 60) -> str:
-    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    text = repr(value) if not isinstance(value, str) else f'"{printable(value)}"'
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -48,6 +48,7 @@ __all__ = [
     "load_job",
     "model_presets",
     "spec_to_yaml",
+    "data_to_yaml",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -420,6 +421,24 @@ def _yaml_loader() -> type:
         except TypeError:
             return get_yaml_loader()
     return StrictLoader
+
+
+def data_to_yaml(data: Any) -> str:
+    """``data`` (plain mappings, lists, strings, numbers) as YAML that :func:`parse_yaml` reads
+    back as ``data``: written by an emitter, never by pasting text, and a string the spec loader
+    would read as something else (``1e3`` is a float in YAML 1.2, not in PyYAML's 1.1) is quoted."""
+    return yaml.dump(data, Dumper=_spec_dumper(), sort_keys=False, allow_unicode=True, width=1_000_000)
+
+
+def _spec_dumper() -> type:
+    """A safe dumper that knows the spec loader's implicit types, so it quotes what they would take."""
+    loader = _yaml_loader()
+
+    class SpecDumper(yaml.SafeDumper):
+        yaml_implicit_resolvers = {first: list(resolvers) for first, resolvers in
+                                   loader.yaml_implicit_resolvers.items()}
+
+    return SpecDumper
 
 
 def _container(cfg: Any, label: str, resolve: bool = True) -> Any:
