@@ -64,6 +64,9 @@ VARIANTS = {
     "k4-fp8-eager-full-encoders": (4, {"precision": "fp8"}, FULL_ENCODERS),
     "k4-fp8-compiled-full-encoders": (4, {"precision": "fp8", "compile": True}, FULL_ENCODERS),
     "k4-fp8-compiled": (4, {"precision": "fp8", "compile": True}, None),
+    # the whole model compiled as one (before Step 18); the variants above compile block by block
+    "k4-compiled-model": (4, {"compile": True, "compile_scope": "model"}, None),
+    "k4-fp8-compiled-model": (4, {"precision": "fp8", "compile": True, "compile_scope": "model"}, None),
     "k4-compiled-cudagraphs": (4, {"compile": True, "compile_mode": "reduce-overhead"}, None),
     "compiled-c2": (1, {"compile": True, "cadence": 2}, None),  # diffusion cadence (a render setting)
     "compiled-c4": (1, {"compile": True, "cadence": 4}, None),
@@ -213,8 +216,8 @@ def variant_settings(variant: str) -> tuple[int, dict, str | None]:
 def render(size: int, variant: str, frames: int, work: Path, cache: Path) -> dict:
     chains, cluster, source = variant_settings(variant)
     cluster = dict(cluster)
-    if cluster.get("compile"):
-        cluster["compile_cache"] = str(cache / f"{size}")
+    if cluster.get("compile"):  # each variant cold in a folder of its own; "-warm" finds its variant's
+        cluster["compile_cache"] = str(cache / variant.removesuffix("-warm") / f"{size}")
     out = work / f"{variant}-{size}"
     job = work / f"{variant}-{size}.yaml"
     job.write_text(yaml.safe_dump(render_job(size, chains, frames, cluster, out, source)))

@@ -342,7 +342,8 @@ def test_a_compiled_transformer_is_always_called_with_at_least_its_batch(tiny):
 
     from deforum_ray.model.denoiser import Acceleration, Denoiser, TextEmbedding, pad_rows
 
-    cluster = SimpleNamespace(compile=True, compile_mode="default", compile_cache=None, chains_per_worker=3)
+    cluster = SimpleNamespace(compile=True, compile_mode="default", compile_cache=None, chains_per_worker=3,
+                              compile_scope="blocks")
     assert Acceleration.of(cluster).batch == 3
     assert torch.equal(pad_rows(torch.arange(2.0)[:, None], 4), torch.tensor([[0.0], [1.0], [1.0], [1.0]]))
     emb = encode_prompts(tiny, ["a red fox in the snow"])["a red fox in the snow"]
@@ -362,6 +363,71 @@ def test_a_compiled_transformer_is_always_called_with_at_least_its_batch(tiny):
     finally:
         hook.remove()
     assert shapes == [1, 3, 2, 3, 4, 4]  # plain, then padded, for 1, 2 and 4 rows
+
+
+def test_each_repeated_block_is_traced_once_and_reused_by_every_block_of_its_kind(tiny):
+    """``cluster.compile_scope: blocks`` (the default): Dynamo traces one graph per block class (and
+    input layout) and every other block reuses it, so a 57-block FLUX costs three traces. Traced
+    with Dynamo's ``eager`` backend (the same tracing and guards, no code generated: seconds)."""
+    from diffusers import FluxTransformer2DModel
+
+    from deforum_ray.model.compiling import compile_module, is_compiled, transformer_regions
+
+    config = {k: v for k, v in tiny.transformer.config.items() if not k.startswith("_")}
+    transformer = FluxTransformer2DModel.from_config({**config, "num_layers": 3, "num_single_layers": 4}).eval()
+    emb = encode_prompts(tiny, ["a red fox in the snow"])["a red fox in the snow"]
+    inputs = dict(hidden_states=torch.randn(2, 16, 64, generator=torch.Generator().manual_seed(0)),
+                  encoder_hidden_states=emb.tokens.expand(2, *emb.tokens.shape),
+                  pooled_projections=emb.pooled.expand(2, *emb.pooled.shape), timestep=torch.full((2,), 0.5),
+                  img_ids=latent_image_ids(8, 8), txt_ids=torch.zeros(emb.tokens.shape[0], 3),
+                  guidance=torch.full((2,), 3.5) if config["guidance_embeds"] else None, return_dict=False)
+    with torch.no_grad():
+        want = transformer(**inputs)[0]
+        keys = list(transformer.state_dict())
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        compiled = compile_module(transformer, transformer_regions(transformer), "blocks", "default", backend="eager")
+        assert compiled is transformer and is_compiled(transformer) and list(transformer.state_dict()) == keys
+        got = transformer(**inputs)[0]
+        assert torch.equal(got, want)
+        # 7 blocks, 3 graphs: the double blocks', the first single block's (its input has other
+        # strides: a view of the joined text and image tokens) and the other single blocks'.
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 3
+        transformer(**inputs)  # a second call at the same shapes traces nothing
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 3
+        whole = compile_module(transformer, [], "model", "default", backend="eager")
+        assert whole is not transformer and is_compiled(whole)
+    torch._dynamo.reset()
+
+
+def test_a_decoder_compiled_by_region_is_padded_and_decodes_the_same(tiny, monkeypatch):
+    """The VAE decoder compiled resnet by resnet counts as compiled (its calls are padded to one
+    batch, :func:`test_a_compiled_decoder_is_always_called_with_its_full_batch`) and decodes the same
+    (to one level: a batch of another size sums in another order)."""
+    import copy
+
+    import numpy as np
+
+    from deforum_ray.model import vae
+    from deforum_ray.model.compiling import compile_module, decoder_regions, is_compiled
+
+    model = copy.copy(tiny)
+    model.vae = copy.deepcopy(tiny.vae)
+    latents = [torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    want = vae.decode_many(model, latents)
+    regions = decoder_regions(model.vae.decoder)
+    assert regions and {type(r).__name__ for r in regions} <= {"ResnetBlock2D", "Attention"}
+    assert not is_compiled(model.vae.decoder)
+    torch._dynamo.reset()
+    compile_module(model.vae.decoder, regions, "blocks", "default", backend="eager")
+    assert is_compiled(model.vae.decoder)
+    calls: list[int] = []
+    original = model.vae.decode
+    monkeypatch.setattr(model.vae, "decode", lambda z, **kw: calls.append(len(z)) or original(z, **kw))
+    monkeypatch.setattr(vae, "DECODE_PIXELS", 2 * 64 * 64)
+    got = vae.decode_many(model, latents)
+    assert calls == [2, 2] and all(np.abs(a.astype(int) - b.astype(int)).max() <= 1 for a, b in zip(got, want))
+    torch._dynamo.reset()
 
 
 def test_gpu_workers_use_expandable_segments_unless_told_otherwise(monkeypatch):

@@ -16,4 +16,5 @@ TRANSITIONS = ("cut", "crossfade")
 CODECS = ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "mpeg4")
 RANDOM_MODEL_NAMES = ("flux1-schnell", "flux1-schnell-full-encoders", "flux1-dev")  # model.source random:<name>
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")  # cluster.compile_mode
+COMPILE_SCOPES = ("blocks", "model")  # cluster.compile_scope: each repeated block compiled once, or the whole model
 PRECISIONS = ("bf16", "fp8")  # model.precision: the transformer blocks' weights and matmuls

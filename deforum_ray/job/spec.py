@@ -27,9 +27,9 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import first_line
-from .choices import (CODECS, COLOR_MODES, COMPILE_MODES, DEPTH_PRESETS, FRAME_INTERPOLATIONS, INTERPOLATION_METHODS,
-                      MOTION_MODES, NOISE_MODES, PADDINGS, PRECISIONS, RANDOM_MODEL_NAMES, TRANSITIONS,
-                      WARP_INTERPOLATIONS)
+from .choices import (CODECS, COLOR_MODES, COMPILE_MODES, COMPILE_SCOPES, DEPTH_PRESETS, FRAME_INTERPOLATIONS,
+                      INTERPOLATION_METHODS, MOTION_MODES, NOISE_MODES, PADDINGS, PRECISIONS, RANDOM_MODEL_NAMES,
+                      TRANSITIONS, WARP_INTERPOLATIONS)
 from .frames import evaluate, lookup, scheduled_fields, start_indices
 from .inputs import audio_problem, image_problem, local_path, within_timeout
 from .limits import MAX_CLIP_FRAMES, MAX_JOB_FRAMES, MAX_SPEC_BYTES, MAX_SPEC_DEPTH, MAX_SPEC_NODES
@@ -215,6 +215,7 @@ class ClusterSpec:
     write_queue: int = rule(8, bounds=Bounds(0, 256))  # frames handed to a worker's store writer; 0: write in line
     compile: bool = rule(False)  # torch.compile the transformer (GPU workers; minutes the first time)
     compile_mode: str = rule("default", choices=COMPILE_MODES)
+    compile_scope: str = rule("blocks", choices=COMPILE_SCOPES)  # blocks: each repeated block once; model: whole
     compile_cache: Optional[str] = rule(None)  # a folder for Inductor's cache (a shared volume: warm starts)
 
 

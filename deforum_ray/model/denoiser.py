@@ -2,8 +2,8 @@
 
 Each worker builds one :class:`Denoiser` from its model (``FluxModel.denoiser``) and every frame
 of every chain it renders is denoised through :meth:`Denoiser.velocity`, a batch at a time. That
-is the seam where ``torch.compile``, fp8 weights and CUDA graphs wrap the transformer (Step 10)
-without the loop knowing.
+is the seam where ``torch.compile`` (:mod:`.compiling`), fp8 weights and CUDA graphs wrap the
+transformer without the loop knowing.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+from .compiling import compile_module, transformer_regions
 
 if TYPE_CHECKING:
     from .loading import FluxModel
@@ -39,11 +41,12 @@ class Acceleration:
     compile_mode: str = "default"  # torch.compile mode: default | max-autotune-no-cudagraphs | reduce-overhead
     compile_cache: str | None = None  # Inductor's cache folder; None: torch's own (/tmp/torchinductor_<user>)
     batch: int = 1  # compiled: every transformer call is padded to at least this batch (chains_per_worker)
+    compile_scope: str = "blocks"  # blocks: each repeated block compiled once and reused; model: the whole module
 
     @classmethod
     def of(cls, cluster: Any) -> "Acceleration":
         return cls(bool(cluster.compile), str(cluster.compile_mode), cluster.compile_cache,
-                   int(cluster.chains_per_worker))
+                   int(cluster.chains_per_worker), str(cluster.compile_scope))
 
 
 def pad_rows(batch: Tensor, rows: int) -> Tensor:
@@ -67,16 +70,15 @@ class Denoiser:
         self.batch = 1
 
     def accelerate(self, options: Acceleration) -> None:
-        """Wrap the transformer as ``options`` say; call once, before the first frame. Compiling is
-        lazy: each new batch size and resolution compiles on its first call (Inductor's cache
-        folder makes a second start of a worker warm)."""
+        """Compile the transformer as ``options`` say (:mod:`.compiling`); call once, before the
+        first frame. Compiling is lazy: each new batch size and resolution compiles on its first
+        call (Inductor's cache folder makes a second start of a worker warm)."""
         if options.compile and not self.compiled:
             if options.compile_cache:
                 # Read by Inductor when it first compiles; FX graphs, kernels and autotuning all go there.
                 os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.expanduser(options.compile_cache)
-            # Shapes are static per (batch, resolution): a few variants per worker, each compiled once.
-            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-            self.transformer = torch.compile(self.transformer, mode=options.compile_mode, dynamic=False)
+            self.transformer = compile_module(self.transformer, transformer_regions(self.transformer),
+                                              options.compile_scope, options.compile_mode)
             self.compiled = True
             self.batch = max(1, options.batch)
 

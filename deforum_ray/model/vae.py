@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .compiling import compile_module, decoder_regions, is_compiled
 from .denoiser import Acceleration, pad_rows
 from .loading import FluxModel
 
@@ -45,16 +46,14 @@ def decode_on_device(model: FluxModel, latents: Sequence[Tensor]) -> Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def is_compiled(module: torch.nn.Module) -> bool:
-    return isinstance(module, torch._dynamo.eval_frame.OptimizedModule)
-
-
 def accelerate_decoder(model: FluxModel, options: Acceleration) -> None:
-    """``torch.compile`` the VAE's decoder with the transformer (``cluster.compile``): its group norms
-    and activations fuse, which saves time and activation memory; one compile per batch shape."""
+    """Compile the VAE's decoder with the transformer (``cluster.compile``, by the same scope): its
+    group norms and activations fuse, which saves time and activation memory; one compile per
+    batch shape."""
     if options.compile and not is_compiled(model.vae.decoder):
         mode = "default" if options.compile_mode == "reduce-overhead" else options.compile_mode
-        model.vae.decoder = torch.compile(model.vae.decoder, mode=mode, dynamic=False)
+        model.vae.decoder = compile_module(model.vae.decoder, decoder_regions(model.vae.decoder),
+                                           options.compile_scope, mode)
 
 
 @torch.no_grad()
