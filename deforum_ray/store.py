@@ -11,6 +11,8 @@ Layout (DESIGN.md section 4)::
       segments/<clip>/<seg>/DONE.json
       runlog/<worker>-<time>-<n>.parquet                   one row per rendered frame (segment -1: an anchor)
       events/<time>-<n>.json                               problems found (corrupt objects, failures)
+      starts/<time>-<n>.json                               a render's start, phase by phase (render.start)
+      logs/<worker>.log                                    the model libraries' warnings and notes on a worker
       <job_name>.mp4
 
 Every object is written whole, then a marker ``<object>.ok`` naming its size and SHA-256 is
@@ -324,6 +326,27 @@ class RenderStore:
         names = self.vouched_names("events")
         found = [json.loads(d) for d in self.get_many([f"events/{n}" for n in names]).values() if d is not None]
         return sorted(found + (self.noticed if self.read_only else []), key=lambda e: e["timestamp"])
+
+    def put_library_log(self, worker: str, text: str) -> None:
+        """A worker's lines from the model libraries (``render.start.LibraryLog``), replaced as they grow."""
+        self.write_text(f"logs/{_safe(worker)}.log", text)
+
+    def put_start(self, record: Mapping[str, Any]) -> None:
+        """Keep one render's start (its phases and seconds: ``render.start``) as an object of its own."""
+        self.put(f"starts/{time.time_ns()}-{uuid.uuid4().hex[:8]}.json", json.dumps(record).encode())
+
+    def starts(self) -> list[dict[str, Any]]:
+        """The job's starts, oldest first; a damaged one is left out."""
+        names = self.vouched_names("starts")
+        found = []
+        for data in self.get_many([f"starts/{n}" for n in names]).values():
+            try:
+                record = json.loads(data) if data is not None else None
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("phases"), list):
+                found.append(record)
+        return sorted(found, key=lambda r: r.get("started_at") if isinstance(r.get("started_at"), (int, float)) else 0)
 
     def vouched_objects(self) -> list[str]:
         """Every object of the job folder that has a marker (one recursive listing)."""

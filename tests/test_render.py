@@ -3,6 +3,7 @@ the CLI and the seed-style Python API, checked on the decoded video."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -251,11 +252,22 @@ def test_cli_render_prints_the_video_path_last(tmp_path, ray_cluster, capsys):
     for clip in ("lighthouse", "harbour"):
         with Image.open(folder / f"demo-{clip}-sheet.png") as sheet:
             assert sheet.format == "PNG" and sheet.size[0] > 128
+    # The start is kept with the job, phase by phase, and shown on its page and by status --json.
+    (start,) = RenderStore(str(folder)).starts()
+    assert [p["phase"] for p in start["phases"]] == ["ray", "workers", "embed", "place", "first frame"]
+    assert all(0 <= p["seconds"] for p in start["phases"])
+    assert sum(p["seconds"] for p in start["phases"]) <= start["seconds"] + 0.01
+    (worker,) = start["workers"]
+    assert worker["load_s"] > 0 and worker["compile_cache"] is None and worker["worker"]
+    assert "<h2>Start</h2>" in (folder / "report.html").read_text()
+    code = main(["status", str(folder), "--json"])
+    assert code == 0 and json.loads(capsys.readouterr()[0])["jobs"][0]["starts"] == [start]
     stamp = Path(video).stat().st_mtime_ns
     code = main(args)
     stdout, stderr = capsys.readouterr()
     assert code == 0 and stdout.strip().splitlines()[-1] == video
     assert "already made, nothing changed" in stderr and Path(video).stat().st_mtime_ns == stamp
+    assert len(RenderStore(str(folder)).starts()) == 1  # nothing rendered: no start
 
 
 def test_cli_render_failure_is_one_line_exit_1(tmp_path, ray_cluster, capsys):

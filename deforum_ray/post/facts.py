@@ -71,6 +71,7 @@ class JobStatus:
     chains: tuple[ChainStatus, ...] = ()
     runs: tuple[WorkerRun, ...] = ()
     eta_s: float | None = None  # time left at the last minute's rate; None when done or unknown
+    starts: tuple[dict[str, Any], ...] = ()  # each render's start, phase by phase (store.starts), oldest first
 
     @property
     def complete(self) -> bool:
@@ -135,7 +136,7 @@ def job_status(store: RenderStore, rows: list[dict[str, Any]] | None = None) -> 
                               if k in order and store.intact(rels[k]))
     status = JobStatus(manifest["job"], manifest["job_id"], store.url(), tuple(clips), video, tuple(events),
                        made(final.get("clips", {})), made(final.get("contact_sheets", {})), tuple(chains),
-                       worker_runs(rows))
+                       worker_runs(rows), starts=tuple(store.starts()))
     return dataclasses.replace(status, eta_s=None if status.complete else time_left(rows, status.frames - status.frames_done))
 
 
@@ -189,4 +190,4 @@ def status_record(status: JobStatus) -> dict[str, Any]:
             "contact_sheets": dict(status.contact_sheets), "clips": [dataclasses.asdict(c) for c in status.clips],
             "chains": [dataclasses.asdict(c) for c in status.chains],
             "runs": [{**dataclasses.asdict(r), "fps": r.fps} for r in status.runs],
-            "problems": list(status.problems)}
+            "problems": list(status.problems), "starts": list(status.starts)}

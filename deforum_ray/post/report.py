@@ -95,6 +95,8 @@ def job_page(status: JobStatus, plots: Sequence[str], spec: str | None, plan: st
         parts += [f"<img src=\"{e(rel)}\" alt=\"{e(rel)}\">" for rel in plots]
     else:
         parts.append("<p>No frame logged yet.</p>")
+    if s.starts:
+        parts += start_section(s.starts[-1], len(s.starts))
     parts.append(f"<h2>Problems ({len(s.problems)})</h2>")
     if s.problems:
         parts.append(_table(("when", "kind", "object", "what", "worker"), [
@@ -108,6 +110,25 @@ def job_page(status: JobStatus, plots: Sequence[str], spec: str | None, plan: st
         parts.append(f"<h2>Spec</h2><details><summary>the resolved spec (spec.yaml)</summary><pre>{e(spec)}</pre>"
                      "</details>")
     return _page(f"{s.job} {s.job_id}", parts)
+
+
+def start_section(start: dict[str, Any], count: int) -> list[str]:
+    """The latest render's start: each phase and its seconds, and each worker's model load."""
+    def seconds(value: Any) -> str:
+        return f"{value:.1f}" if isinstance(value, (int, float)) else "-"
+
+    parts = [f"<h2>Start</h2><p>From the command to the first frame: {seconds(start.get('seconds'))} s "
+             f"(the latest of {count} start{'s' if count > 1 else ''}, {_time(start.get('started_at'))}).</p>"]
+    parts.append(_table(("phase", "seconds"), [(html.escape(str(p.get("phase", "?"))), seconds(p.get("seconds")))
+                                               for p in start.get("phases", []) if isinstance(p, dict)],
+                        numeric=(1,)))
+    workers = [w for w in start.get("workers", []) if isinstance(w, dict)]
+    if workers:
+        parts.append(_table(("worker", "model load s", "compile cache"), [
+            (html.escape(str(w.get("worker", "?"))), seconds(w.get("load_s")),
+             html.escape(str(w.get("compile_cache") or "-")))
+            for w in workers], numeric=(1,)))
+    return parts
 
 
 def index_page(jobs: Sequence[tuple[str, JobStatus]]) -> str:

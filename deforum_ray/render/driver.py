@@ -36,6 +36,7 @@ from ..store import RenderStore, job_folders
 from ..table import format_table
 from .resume import chain_standing, find_resume_point
 from .progress import Progress, final_task
+from .start import StartClock
 from .worker import ChainError, ChainJob, ChainReport, FluxWorker
 
 FrameCallback = Callable[[int, int, Tensor | None], Any]  # (frames done in the job, total frames, latent)
@@ -213,7 +214,7 @@ class WorkerPool:
         options.update(forwarded_env())
         actor = ray.remote(max_restarts=ATTEMPTS, max_task_retries=0)(FluxWorker)
         self.workers = [actor.options(**options).remote(self.model_spec, threads, self.device, self.offload,
-                                                                 self.acceleration, self.write_queue)
+                                                        self.acceleration, self.write_queue, log_libraries=True)
                         for _ in range(self.size)]
         try:
             ray.get([w.ready.remote() for w in self.workers])  # models loaded, or the load error surfaces here
@@ -262,6 +263,7 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
     last good checkpoint. ``fresh`` renders everything again.
     """
     started = time.perf_counter()
+    clock = StartClock(sys.stderr if progress else None)
     render_plan = plan(spec)
     check_output(spec, render_plan, fresh)
     check_cluster(spec.cluster.address, spec.cluster.connect_timeout)  # before anything is written
@@ -287,11 +289,15 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
         else:
             todo += pending
     reports: tuple[ChainReport, ...] = ()
-    started_ray = connect(spec.cluster.address) if todo else False
+    started_ray = False
+    if todo:
+        with clock.phase("ray", "connecting" if spec.cluster.address or os.environ.get("RAY_ADDRESS") else "starting"):
+            started_ray = connect(spec.cluster.address)
     try:
         if todo:
             try:
-                reports = _run_chains(spec, render_plan, store, todo, waiting, resumed, pool, progress, callback, fresh)
+                reports = _run_chains(spec, render_plan, store, todo, waiting, resumed, pool, progress, callback, fresh,
+                                      clock)
             except JobFailed:
                 page_of(store, progress)  # the morning's look at a failed job: its problems, what finished
                 raise
@@ -393,7 +399,7 @@ def final_lines(final: FinalResult) -> str:
 
 def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo: list[ChainTask],
                 waiting: dict[str, list[ChainTask]], resumed: int, pool: WorkerPool | None, progress: bool,
-                callback: FrameCallback | None, fresh: bool) -> tuple[ChainReport, ...]:
+                callback: FrameCallback | None, fresh: bool, clock: StartClock) -> tuple[ChainReport, ...]:
     """Hand chains to idle workers, up to ``chains_per_worker`` at a time, until all are done.
 
     A clip's segments wait in ``waiting`` until its anchor chain is done. A chain that fails is
@@ -408,18 +414,24 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
         parallel = sum(len(tasks) for tasks in waiting.values()) + len(todo) - len(waiting)
         pool = WorkerPool.for_spec(spec, default_pool_size(spec, -(-parallel // per_worker)))
     if not pool.workers:
-        pool.start()
+        workers = f"{pool.size} worker{'s' if pool.size > 1 else ''}"
+        with clock.phase("workers", f"loading {spec.model.name} on {workers}"):
+            pool.start()
+        clock.workers = ray.get([w.start_facts.remote() for w in pool.workers])
     clips = {clip.name: clip for clip in spec.clips}
     texts = list(dict.fromkeys(t for task in todo for t in clips[task.clip].prompts.values()))
     # Once per distinct prompt, shared by reference; put by the driver, so that the object lives on
     # its node and outlives the worker (and the node) that computed it.
-    embeddings = ray.put(ray.get(pool.workers[0].embed.remote(texts)))
+    with clock.phase("embed", f"{len(texts)} prompt{'s' if len(texts) > 1 else ''}"):
+        embeddings = ray.put(ray.get(pool.workers[0].embed.remote(texts)))
     if own_pool:
-        ray.get([w.release_text_encoders.remote() for w in pool.workers])
+        with clock.phase("place", "the transformer onto its device"):
+            ray.get([w.release_text_encoders.remote() for w in pool.workers])
     depths = sorted({clips[t.clip].motion.depth for t in todo if clips[t.clip].motion.mode == "3d"} - {"none"})
     if depths:
         try:
-            ray.get([w.load_depth.remote(depths) for w in pool.workers])
+            with clock.phase("depth", ", ".join(depths)):
+                ray.get([w.load_depth.remote(depths) for w in pool.workers])
         except RayTaskError as exc:  # its one line (a depth model not fetched), not Ray's traceback
             raise RuntimeError(first_line(exc.cause if isinstance(exc.cause, Exception) else exc)) from None
 
@@ -465,6 +477,7 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
         for segment in waiting.pop(task.clip, []) if task.kind is ChainKind.ANCHORS else []:
             failures.append(f"{segment.label}: not rendered, its anchors failed")
 
+    first = FirstFrame(clock, store, spec.cluster.compile, clock.workers, say=progress)
     try:
         with tqdm(total=render_plan.total_frames, initial=resumed, unit="frame", disable=not progress,
                   dynamic_ncols=True, file=sys.stderr) as bar:
@@ -476,6 +489,7 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
                     running[call] = (batch, index)
                 ready, _ = ray.wait([*running, *restarting], num_returns=1, timeout=0.25)
                 done = _drain(tracker, bar, callback, done, render_plan.total_frames)
+                first.watch(bar, done > resumed)
                 for ref in ready:
                     if ref in restarting:
                         index = restarting.pop(ref)
@@ -508,6 +522,7 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
             while done < expected and time.monotonic() < deadline:
                 done = _drain(tracker, bar, callback, done, render_plan.total_frames)
                 time.sleep(0.02)
+            first.watch(bar, done > resumed)
     finally:
         ray.kill(tracker)  # a long-lived caller (the API, a queue) renders many jobs on one Ray
         if own_pool:
@@ -515,6 +530,37 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
     if failures:
         raise JobFailed(f"{failures[0]} (after {ATTEMPTS} attempts; the other clips are complete in the store)")
     return tuple(reports)
+
+
+class FirstFrame:
+    """The wait for a run's first frame (the first transformer call compiles, or reads the compile
+    cache): named on the progress bar while it lasts, then the start is recorded with the job."""
+
+    def __init__(self, clock: StartClock, store: RenderStore, compiled: bool, workers: list[dict[str, Any]],
+                 say: bool = True):
+        self.clock, self.store, self.say = clock, store, say
+        self.began = time.perf_counter()
+        caches = {w.get("compile_cache") for w in workers} - {None}
+        cache = f", {'/'.join(sorted(caches))} cache" if caches else ""
+        self.what = f"first frame (compiling{cache})" if compiled else "first frame"
+        self.seen = False
+
+    def watch(self, bar: Any, arrived: bool) -> None:
+        if self.seen:
+            return
+        seconds = time.perf_counter() - self.began
+        if not arrived:
+            bar.set_description_str(f"{self.what} {seconds:.0f} s", refresh=False)
+            return
+        self.seen = True
+        bar.set_description_str("", refresh=False)
+        self.clock.add(self.what, seconds)
+        try:
+            self.store.put_start(self.clock.record())
+        except Exception as exc:  # the record is for the page; a store hiccup here is no failed render
+            bar.write(f"warning: the start was not recorded: {first_line(exc)}", file=sys.stderr)
+        if self.say:
+            bar.write(self.clock.line(), file=sys.stderr)
 
 
 def next_batch(queue: deque[tuple[ChainTask, int]], per_worker: int, idle: int) -> list[tuple[ChainTask, int]]:

@@ -23,6 +23,7 @@ from ..model.vae import accelerate_decoder, decode, encode
 from ..store import RenderStore, worker_name
 from .resume import ResumePoint, find_resume_point, segment_ends
 from .sinks import AnchorWriter, FrameWriter, WriteQueue
+from .start import LibraryLog
 
 
 class ChainError(RuntimeError):
@@ -88,8 +89,12 @@ class FluxWorker:
     ``cluster.chains_per_worker`` of them advanced together through one batched forward."""
 
     def __init__(self, model_spec: Any, threads: int | None = None, device: str | None = None, offload: bool = False,
-                 acceleration: Acceleration = Acceleration(), write_queue: int = 8):
+                 acceleration: Acceleration = Acceleration(), write_queue: int = 8, log_libraries: bool = False):
+        began = time.time()
         import torch
+
+        # A pool's worker: the libraries' warnings and notes go to the job's logs/, not the terminal.
+        self.library_log = LibraryLog().install() if log_libraries else None
 
         from ..model.loading import load_model
 
@@ -105,9 +110,15 @@ class FluxWorker:
         accelerate_decoder(self.model, acceleration)
         self.writes = WriteQueue(write_queue)
         self.depth_models: dict[str, Any] = {}  # motion.depth -> DepthModel, each loaded once
+        self.start_record = {"worker": self.name, "began_at": began, "load_s": round(time.time() - began, 3),
+                      "compile_cache": compile_cache_state(acceleration)}
 
     def ready(self) -> str:
         return self.name
+
+    def start_facts(self) -> dict[str, Any]:
+        """When this worker began and how long its model took to load (the job's ``starts/``)."""
+        return dict(self.start_record)
 
     def embed(self, texts: Sequence[str]) -> dict[str, Any]:
         from ..frame.prompts import encode_prompts
@@ -164,7 +175,19 @@ class FluxWorker:
                 done = _count(task, run.resume.state.frame, lane.state.frame)
                 results[i] = ChainReport(task.label, task.kind, done, time.perf_counter() - started, self.name,
                                          run.resume.from_checkpoint, run.together, diffused=run.diffused)
+        if jobs:
+            self._keep_library_log(jobs[0])
         return results  # type: ignore[return-value]
+
+    def _keep_library_log(self, job: ChainJob) -> None:
+        """The libraries' lines so far, in the job's ``logs/<worker>.log`` (a failure to write one
+        is no failed chain)."""
+        if self.library_log is None or not self.library_log.lines:
+            return
+        try:
+            RenderStore(job.store_uri, job.storage_options).put_library_log(self.name, self.library_log.text())
+        except Exception:
+            pass
 
     def _open(self, job: ChainJob, embeddings: dict[str, Any], progress: Any) -> _Run:
         task = job.task
@@ -224,6 +247,24 @@ def use_expandable_segments(acceleration: Acceleration) -> None:
 
     if "PYTORCH_CUDA_ALLOC_CONF" not in os.environ and "reduce-overhead" not in acceleration.compile_mode:
         torch.cuda.memory._set_allocator_settings("expandable_segments:True")
+
+
+def compile_cache_state(acceleration: Acceleration) -> str | None:
+    """``warm`` when the compile cache folder already holds something, ``cold`` when empty or
+    missing, None when nothing is compiled (the start's record says which the first frame met)."""
+    import os
+
+    if not acceleration.compile:
+        return None
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        folder = acceleration.compile_cache or cache_dir()  # Inductor's own rule for its default
+
+        with os.scandir(os.path.expanduser(folder)) as entries:
+            return "warm" if any(entries) else "cold"
+    except (OSError, ImportError):
+        return "cold"
 
 
 def _count(task: ChainTask, first: int, stop: int) -> int:
