@@ -11,12 +11,16 @@ weights (``model: flux1-schnell-random``) compiled (``cluster.compile: true``), 
 - ``four-clips``: bench/throughput.py's job, 4 clips of 24 frames, 4 chains per worker.
 
 A run's name ends in its precision (``-bf16``, ``-fp8``); ``-warm`` runs it again on the compile
-cache folder the run without it filled (a worker's second start on the same machine).
+cache folder the run without it filled (a worker's second start on the same machine);
+``-newnode`` on a fresh folder holding only the compile artifacts that run saved (a new node of
+the cluster, or tomorrow's fresh pod, with ``cluster.compile_cache`` in a store).
 
 Figures, from the command's own clock and the job's store: ``start_s`` the command's start to
 its first frame written; ``frames_fps`` frames over the span from the first to the last frame;
-``tail_s`` the last frame to the command's end (the final stage and the page); ``job_s`` the whole
-command, ``job_fps`` frames over it; ``phases`` the start phase by phase (``starts/``).
+``tail_s`` the last frame to the command's end, split into ``video_s`` (to the video written),
+``page_s`` (to the job's page written) and ``exit_s`` (to the command's end: Ray's shutdown);
+``job_s`` the whole command, ``job_fps`` frames over it; ``phases`` the start phase by phase
+(``starts/``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,11 +68,16 @@ WORKLOADS = {"deforum": (deforum_job, 480), "four-clips": (four_clips_job, 24)}
 
 
 def run(name: str, work: Path, frames: int | None) -> dict:
-    base = name.removesuffix("-warm")
+    base = name.removesuffix("-warm").removesuffix("-newnode")
     workload, precision = base.rsplit("-", 1)
     make, default_frames = WORKLOADS[workload]
     out = work / "renders" / name
-    spec, overrides = make(work, precision, frames or default_frames, work / "cache" / base, out)
+    cache = work / "cache" / base
+    if name.endswith("-newnode"):  # nothing of Inductor's, only what the first run kept for others
+        cache = work / "cache" / name
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.copytree(work / "cache" / base / "compile-artifacts", cache / "compile-artifacts")
+    spec, overrides = make(work, precision, frames or default_frames, cache, out)
     started_at, started = time.time(), time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "deforum_ray", "render", str(spec), *overrides, "--no-progress"],
                             capture_output=True, text=True, cwd=ROOT, env=_env())
@@ -78,10 +88,14 @@ def run(name: str, work: Path, frames: int | None) -> dict:
     store = RenderStore(str(folder))
     stamps = sorted(r["timestamp"] for r in store.read_runlog() if r["segment"] >= 0)
     start = store.starts()[-1]
+    ended = started_at + job_s
+    video = max(p.stat().st_mtime for p in folder.glob("*.mp4"))
+    page = (folder / "report.html").stat().st_mtime
     return {"run": name, "frames": len(stamps), "start_s": stamps[0] - started_at,
-            "frames_fps": (len(stamps) - 1) / (stamps[-1] - stamps[0]), "tail_s": started_at + job_s - stamps[-1],
+            "frames_fps": (len(stamps) - 1) / (stamps[-1] - stamps[0]), "tail_s": ended - stamps[-1],
+            "video_s": video - stamps[-1], "page_s": page - video, "exit_s": ended - page,
             "job_s": job_s, "job_fps": len(stamps) / job_s, "phases": start["phases"], "workers": start["workers"],
-            "stderr_lines": len(result.stderr.splitlines())}
+            "stderr": result.stderr.splitlines()[:40]}
 
 
 def _env() -> dict:
@@ -90,7 +104,7 @@ def _env() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default="deforum-fp8,deforum-fp8-warm,four-clips-bf16")
+    parser.add_argument("--runs", default="deforum-fp8,deforum-fp8-warm,deforum-fp8-newnode,four-clips-bf16")
     parser.add_argument("--frames", type=int, default=None, help="frames of a clip (default: the workload's)")
     parser.add_argument("--work", default=None, help="folder for renders and compile caches")
     parser.add_argument("--out", default="job.json")
@@ -103,14 +117,16 @@ def main() -> None:
         results.append(row)
         print(json.dumps(row), flush=True)
         Path(args.out).write_text(json.dumps(results, indent=2))
-    print(f"\n{'run':<22} {'frames':>6} {'start s':>8} {'frames/s':>9} {'tail s':>7} {'job s':>7} {'job f/s':>8}  phases")
+    print(f"\n{'run':<22} {'frames':>6} {'start s':>8} {'frames/s':>9} {'tail s':>7} {'video':>6} {'page':>5} "
+          f"{'exit':>5} {'job s':>7} {'job f/s':>8}  phases")
     for row in results:
         if "error" in row:
             print(f"{row['run']:<22} failed: {row['error']}")
             continue
         phases = ", ".join(f"{p['phase']} {p['seconds']:.1f}" for p in row["phases"])
         print(f"{row['run']:<22} {row['frames']:>6} {row['start_s']:8.1f} {row['frames_fps']:9.2f} {row['tail_s']:7.1f} "
-              f"{row['job_s']:7.1f} {row['job_fps']:8.2f}  {phases}")
+              f"{row['video_s']:6.1f} {row['page_s']:5.1f} {row['exit_s']:5.1f} {row['job_s']:7.1f} "
+              f"{row['job_fps']:8.2f}  {phases}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parent.parent
 # first, so that `pytest -n 2 --dist loadfile` (.ci/run) ends with short files on both processes
 # instead of one long file on one. Within a file, and for every other file, the order is pytest's.
 SLOW_FILES_FIRST = ("test_ray.py", "test_crash.py", "test_hostile.py", "test_resume.py", "test_s3.py",
-                    "test_render.py", "test_bench.py", "test_fetch.py", "test_package.py", "test_queue.py")
+                    "test_render.py", "test_bench.py", "test_fetch.py", "test_package.py", "test_queue.py",
+                    "test_compile_cache.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

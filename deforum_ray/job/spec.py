@@ -216,7 +216,9 @@ class ClusterSpec:
     compile: bool = rule(False)  # torch.compile the transformer (GPU workers; minutes the first time)
     compile_mode: str = rule("default", choices=COMPILE_MODES)
     compile_scope: str = rule("blocks", choices=COMPILE_SCOPES)  # blocks: each repeated block once; model: whole
-    compile_cache: Optional[str] = rule(None)  # a folder for Inductor's cache (a shared volume: warm starts)
+    # a folder for Inductor's cache (warm starts on this machine) or any store URI (s3://...): the
+    # compiled code is kept there too, and a new node loads it (render.compile_cache)
+    compile_cache: Optional[str] = rule(None)
 
 
 @dataclass

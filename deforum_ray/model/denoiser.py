@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from ..job.inputs import local_path
 from .compiling import compile_module, transformer_regions
 
 if TYPE_CHECKING:
@@ -39,7 +40,8 @@ class Acceleration:
 
     compile: bool = False
     compile_mode: str = "default"  # torch.compile mode: default | max-autotune-no-cudagraphs | reduce-overhead
-    compile_cache: str | None = None  # Inductor's cache folder; None: torch's own (/tmp/torchinductor_<user>)
+    # Inductor's cache folder, or any store URI for portable artifacts (render.compile_cache); None: torch's own
+    compile_cache: str | None = None
     batch: int = 1  # compiled: every transformer call is padded to at least this batch (chains_per_worker)
     compile_scope: str = "blocks"  # blocks: each repeated block compiled once and reused; model: the whole module
 
@@ -74,9 +76,11 @@ class Denoiser:
         first frame. Compiling is lazy: each new batch size and resolution compiles on its first
         call (Inductor's cache folder makes a second start of a worker warm)."""
         if options.compile and not self.compiled:
-            if options.compile_cache:
+            folder = local_path(options.compile_cache) if options.compile_cache else None
+            if folder is not None:
                 # Read by Inductor when it first compiles; FX graphs, kernels and autotuning all go there.
-                os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.expanduser(options.compile_cache)
+                # A remote compile_cache holds portable artifacts instead (render.compile_cache).
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
             self.transformer = compile_module(self.transformer, transformer_regions(self.transformer),
                                               options.compile_scope, options.compile_mode)
             self.compiled = True

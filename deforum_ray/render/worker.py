@@ -16,12 +16,13 @@ import numpy as np
 
 from ..errors import first_line
 from ..frame.loop import AnchorChain, Chain, FrameOut, Lane, LoopState, SegmentChain, advance
-from ..job.inputs import opened_image
+from ..job.inputs import local_path, opened_image
 from ..job.plan import ChainKind, ChainTask
 from ..model.denoiser import Acceleration
 from ..model.vae import accelerate_decoder, decode, encode
 from ..store import RenderStore, worker_name
 from .resume import ResumePoint, find_resume_point, segment_ends
+from .compile_cache import FOLDER as ARTIFACTS_FOLDER, CompileArtifacts, artifact_facts
 from .sinks import AnchorWriter, FrameWriter, WriteQueue
 from .start import LibraryLog
 
@@ -108,6 +109,8 @@ class FluxWorker:
         self.model = load_model(model_spec, device, offload=offload, defer_transformer=True)
         self.model.denoiser.accelerate(acceleration)
         accelerate_decoder(self.model, acceleration)
+        self.acceleration, self.precision = acceleration, str(getattr(model_spec, "precision", "bf16"))
+        self.artifacts: dict[tuple[int, int], CompileArtifacts] = {}  # frame size -> its compiled code's store
         self.writes = WriteQueue(write_queue)
         self.depth_models: dict[str, Any] = {}  # motion.depth -> DepthModel, each loaded once
         self.start_record = {"worker": self.name, "began_at": began, "load_s": round(time.time() - began, 3),
@@ -146,6 +149,7 @@ class FluxWorker:
         report, or the ChainError it failed with (the other chains still finish)."""
         started = time.perf_counter()
         self.model.place_transformer()  # a pool that keeps its text encoders places it here
+        artifacts = self._compile_artifacts(jobs[0]) if jobs else None
         results: list[ChainReport | ChainError | None] = [None] * len(jobs)
         runs: dict[int, _Run] = {}
         for i, job in enumerate(jobs):
@@ -175,9 +179,41 @@ class FluxWorker:
                 done = _count(task, run.resume.state.frame, lane.state.frame)
                 results[i] = ChainReport(task.label, task.kind, done, time.perf_counter() - started, self.name,
                                          run.resume.from_checkpoint, run.together, diffused=run.diffused)
+        if artifacts is not None and runs:
+            self._save_artifacts(artifacts, jobs[0])
         if jobs:
             self._keep_library_log(jobs[0])
         return results  # type: ignore[return-value]
+
+    def _compile_artifacts(self, job: ChainJob) -> CompileArtifacts | None:
+        """This frame size's compiled code in ``cluster.compile_cache`` (a store URI, or a local
+        folder that a new node may copy), loaded before the first call unless Inductor's own folder
+        is warm already; once per size. None when nothing is compiled or no cache is named."""
+        uri = self.acceleration.compile_cache
+        if not self.acceleration.compile or not uri:
+            return None
+        size = (job.width, job.height)
+        if size not in self.artifacts:
+            facts = artifact_facts(self.model.transformer, self.precision, self.acceleration.compile_scope,
+                                   self.acceleration.compile_mode, self.acceleration.batch, size, self.model.device)
+            artifacts = self.artifacts[size] = CompileArtifacts(uri, facts)
+            problem = artifacts.load() if self.start_record["compile_cache"] != "warm" else None
+            if problem is not None:
+                self._say(job, problem)
+        return self.artifacts[size]
+
+    def _save_artifacts(self, artifacts: CompileArtifacts, job: ChainJob) -> None:
+        try:
+            artifacts.save()
+        except Exception as exc:  # the frames are in the store; a cache that cannot take them is a note
+            self._say(job, f"compile cache {artifacts.where()}: not saved ({first_line(exc)})")
+
+    def _say(self, job: ChainJob, line: str) -> None:
+        """One line for the user (Ray shows a worker's stderr) and the job's events."""
+        import sys
+
+        print(line, file=sys.stderr, flush=True)
+        RenderStore(job.store_uri, job.storage_options).event("compile_cache", "compile-cache", line)
 
     def _keep_library_log(self, job: ChainJob) -> None:
         """The libraries' lines so far, in the job's ``logs/<worker>.log`` (a failure to write one
@@ -251,18 +287,22 @@ def use_expandable_segments(acceleration: Acceleration) -> None:
 
 def compile_cache_state(acceleration: Acceleration) -> str | None:
     """``warm`` when the compile cache folder already holds something, ``cold`` when empty or
-    missing, None when nothing is compiled (the start's record says which the first frame met)."""
+    missing, ``store`` for artifacts in a store URI, None when nothing is compiled (the start's
+    record says which the first frame met)."""
     import os
 
     if not acceleration.compile:
         return None
+    if acceleration.compile_cache and local_path(acceleration.compile_cache) is None:
+        return "store"  # artifacts in a store URI, loaded (or not) at the first render
     try:
         from torch._inductor.runtime.cache_dir_utils import cache_dir
 
         folder = acceleration.compile_cache or cache_dir()  # Inductor's own rule for its default
 
         with os.scandir(os.path.expanduser(folder)) as entries:
-            return "warm" if any(entries) else "cold"
+            # the artifacts alone (copied in for a new node) are not Inductor's cache
+            return "warm" if any(entry.name != ARTIFACTS_FOLDER for entry in entries) else "cold"
     except (OSError, ImportError):
         return "cold"
 
