@@ -20,7 +20,8 @@ its first frame written; ``frames_fps`` frames over the span from the first to t
 ``tail_s`` the last frame to the command's end, split into ``video_s`` (to the video written),
 ``page_s`` (to the job's page written) and ``exit_s`` (to the command's end: Ray's shutdown);
 ``job_s`` the whole command, ``job_fps`` frames over it; ``phases`` the start phase by phase
-(``starts/``).
+(``starts/``). With ``--check``, ``same_as_after``: the videos the render made while rendering
+are byte for byte those the stage after the render makes from the same store (``after_s``).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def four_clips_job(work: Path, precision: str, frames: int, cache: Path, out: Pa
 WORKLOADS = {"deforum": (deforum_job, 480), "four-clips": (four_clips_job, 24)}
 
 
-def run(name: str, work: Path, frames: int | None) -> dict:
+def run(name: str, work: Path, frames: int | None, check: bool = False) -> dict:
     base = name.removesuffix("-warm").removesuffix("-newnode")
     workload, precision = base.rsplit("-", 1)
     make, default_frames = WORKLOADS[workload]
@@ -91,11 +92,31 @@ def run(name: str, work: Path, frames: int | None) -> dict:
     ended = started_at + job_s
     video = max(p.stat().st_mtime for p in folder.glob("*.mp4"))
     page = (folder / "report.html").stat().st_mtime
-    return {"run": name, "frames": len(stamps), "start_s": stamps[0] - started_at,
+    row = {"run": name, "frames": len(stamps), "start_s": stamps[0] - started_at,
             "frames_fps": (len(stamps) - 1) / (stamps[-1] - stamps[0]), "tail_s": ended - stamps[-1],
             "video_s": video - stamps[-1], "page_s": page - video, "exit_s": ended - page,
             "job_s": job_s, "job_fps": len(stamps) / job_s, "phases": start["phases"], "workers": start["workers"],
             "stderr": result.stderr.splitlines()[:40]}
+    if check:
+        row.update(same_as_after(store, spec, overrides))
+    return row
+
+
+def same_as_after(store: RenderStore, spec: Path, overrides: list[str]) -> dict:
+    """The render made its videos while rendering; the stage after the render (``finalize``, as
+    before Step 18) makes them again from the same store: equal bytes mean the same frames in
+    the same order through the same encoder."""
+    from deforum_ray.job.plan import plan
+    from deforum_ray.job.spec import load_job
+    from deforum_ray.post.finalize import FINAL, finalize
+
+    job = load_job(str(spec), overrides)
+    during = {p.name: p.read_bytes() for p in Path(store.root).glob("*.mp4")}
+    store.discard(FINAL)
+    started = time.perf_counter()
+    after = finalize(store, plan(job), job)
+    return {"after_s": time.perf_counter() - started, "after_encoded": after.encoded,
+            "same_as_after": during == {p.name: p.read_bytes() for p in Path(store.root).glob("*.mp4")}}
 
 
 def _env() -> dict:
@@ -108,12 +129,14 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=None, help="frames of a clip (default: the workload's)")
     parser.add_argument("--work", default=None, help="folder for renders and compile caches")
     parser.add_argument("--out", default="job.json")
+    parser.add_argument("--check", action="store_true",
+                        help="after each run, make its videos again with the stage after the render and compare")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-job-"))
     work.mkdir(parents=True, exist_ok=True)
     results = []
     for name in args.runs.split(","):
-        row = run(name, work, args.frames)
+        row = run(name, work, args.frames, args.check)
         results.append(row)
         print(json.dumps(row), flush=True)
         Path(args.out).write_text(json.dumps(results, indent=2))

@@ -16,7 +16,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from .render.driver import WorkerPool, connect, render
+from .render.cluster import WorkerPool, connect
+from .render.driver import render
 from .job.spec import load_job
 
 log = logging.getLogger(__name__)

@@ -166,7 +166,8 @@ def _until_stopped(run: Any) -> int:
 
 
 def _render_one(args: argparse.Namespace, spec: Any) -> int:
-    from .render.driver import ClusterUnreachable, JobConflict, render
+    from .render.cluster import ClusterUnreachable
+    from .render.driver import JobConflict, render
 
     try:
         result = render(spec, progress=not args.no_progress, fresh=args.fresh)
@@ -191,7 +192,7 @@ def _render_one(args: argparse.Namespace, spec: Any) -> int:
 
 
 def _render_queue(args: argparse.Namespace, jobs: Sequence[Any]) -> int:
-    from .render.driver import ClusterUnreachable
+    from .render.cluster import ClusterUnreachable
     from .render.queue import queue_table, render_queue
 
     try:
@@ -363,7 +364,7 @@ def _fetch_on_every_node(source: str, args: argparse.Namespace, depth: bool = Fa
     from tqdm import tqdm
 
     from .model.fetch import ModelAccessError
-    from .render.driver import ClusterUnreachable
+    from .render.cluster import ClusterUnreachable
     from .render.prefetch import NodeFetch, fetch_on_every_node
 
     bar = tqdm(desc=f"fetch {source}", unit="node", disable=args.no_progress, file=sys.stderr)

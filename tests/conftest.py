@@ -130,7 +130,7 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def tiny_pool(ray_cluster):
     """One resident tiny-model worker shared by the tests that only need a renderer."""
-    from deforum_ray.render.driver import WorkerPool
+    from deforum_ray.render.cluster import WorkerPool
     from deforum_ray.job.spec import ModelSpec
 
     pool = WorkerPool(ModelSpec(name="tiny", source="tiny", transformer=None, max_text_length=32,

@@ -227,7 +227,7 @@ def test_ray_job_submit_against_a_ray_start_head_cluster(runpod_cluster, tmp_pat
     run = lambda *args, **kw: subprocess.run([str(bin_dir / "ray"), *args], env=env, capture_output=True,  # noqa: E731
                                              text=True, timeout=kw.get("timeout", 120), cwd=kw.get("cwd"))
     assert (home / ".ray" / "auth_token").is_file() and f"Ray head: 127.0.0.1:{ports[0]}" in runpod_cluster.head.stdout
-    from deforum_ray.render.driver import check_cluster
+    from deforum_ray.render.cluster import check_cluster
 
     for gcs in (f"127.0.0.1:{ports[0]}", f"ray://127.0.0.1:{ports[6]}"):  # both greet as gRPC servers do
         check_cluster(gcs, 20)
@@ -350,25 +350,3 @@ def _free_ports(n: int) -> list[int]:
     for s in sockets:
         s.close()
     return ports
-
-
-def test_anchor_chains_go_first_and_alone_and_the_rest_spread_over_idle_workers():
-    """The dispatch order: the anchor chain is on every segment's critical path, so it goes in a call
-    of its own before anything queued ahead of it; the other chains split evenly between the idle
-    workers, never more than chains_per_worker each (measured on two H100s: bench/scaling.py)."""
-    from collections import deque
-
-    from deforum_ray.job.plan import ChainTask
-    from deforum_ray.render.driver import next_batch
-
-    clips = [(ChainTask(f"c{i}", 0, 8, ()), 1) for i in range(5)]
-    anchors = (ChainTask("long", 0, 32, (), ChainKind.ANCHORS), 1)
-    queue = deque(clips + [anchors])
-    assert next_batch(queue, 4, 2) == [anchors]
-    assert next_batch(queue, 4, 1) == clips[:4]  # one idle worker: a full call
-    assert next_batch(queue, 4, 1) == clips[4:] and not queue
-    queue = deque(clips)
-    assert next_batch(queue, 4, 2) == clips[:3]  # five chains, two idle workers: 3 and 2
-    assert next_batch(queue, 4, 1) == clips[3:]
-    queue = deque(clips)
-    assert [len(next_batch(queue, 2, idle)) for idle in (4, 3, 2, 1)] == [2, 1, 1, 1]  # 5 over 4 idle workers

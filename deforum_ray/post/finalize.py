@@ -58,17 +58,24 @@ class FinalResult:
 # Frames in: the store, one small batch at a time
 
 
+SegmentWait = Callable[[str, int], Any]  # (clip, segment index): returns once that segment is final in the store
+
+
 def stored_frames(store: RenderStore, clip: ClipPlan, reverse: bool = False, batch: int = 8,
-                  latents: bool = False) -> Iterator[Any]:
+                  latents: bool = False, ready: SegmentWait | None = None) -> Iterator[Any]:
     """A clip's rendered frames (or their latents) from the store, in order or reversed, a few
-    fetched at a time."""
+    fetched at a time. ``ready`` waits for a segment still rendering (the stage made while the
+    job renders, ``render.follow``); without it every frame must be there."""
     from ..store import decode_png
 
     where = {n: seg.index for seg in clip.segments for n in range(seg.start, seg.stop)}
     rel = store.latent_rel if latents else store.frame_rel
     order = list(range(clip.num_frames))[:: -1 if reverse else 1]
-    for i in range(0, len(order), batch):
-        chunk = order[i : i + batch]
+    # Fetched within one segment at a time: a segment's frames are read as soon as it is final.
+    runs = [list(run) for _, run in itertools.groupby(order, key=where.__getitem__)]
+    for chunk in (run[i : i + batch] for run in runs for i in range(0, len(run), batch)):
+        if ready is not None:
+            ready(clip.name, where[chunk[0]])
         fetched = store.get_many([rel(clip.name, where[n], n) for n in chunk])
         for n in chunk:
             data = fetched[rel(clip.name, where[n], n)]
@@ -296,21 +303,22 @@ def sheet_every(num_frames: int, every: int | None) -> int:
 
 
 def clip_sequence(store: RenderStore, clip: ClipPlan, spec: JobSpec, sheet: ContactSheet,
-                  spool_dir: str, decoder: Decoder | None = None) -> Iterator[np.ndarray]:
+                  spool_dir: str, decoder: Decoder | None = None, ready: SegmentWait | None = None) -> Iterator[np.ndarray]:
     """A clip's output frames: interpolated, then looped. The loop's way back is generated again
     from the store (blend and slerp are symmetric) or, for ffmpeg's motion-compensated frames,
-    read back from a spool file on local disk."""
+    read back from a spool file on local disk. ``ready`` is waited on only going forward: the
+    way back starts after the last frame."""
     post = spec.post
     k, method = post.interpolation, post.interpolation_method
 
     def forward_latents() -> Iterator[Any]:
-        return stored_frames(store, clip, latents=True)
+        return stored_frames(store, clip, latents=True, ready=ready)
 
     def interpolate(source: Callable[[], Iterator[np.ndarray]], latents: Callable[[], Iterator[Any]]):
         return interpolated(source, clip.num_frames, k, method, spec.fps, latents, decoder)
 
     def forward_source() -> Iterator[np.ndarray]:
-        for n, rgb in enumerate(stored_frames(store, clip)):
+        for n, rgb in enumerate(stored_frames(store, clip, ready=ready)):
             sheet.offer(n, rgb)
             yield rgb
 
@@ -403,15 +411,19 @@ def made_outputs(store: RenderStore, plan: RenderPlan, spec: JobSpec) -> FinalRe
 
 
 def finalize(store: RenderStore, plan: RenderPlan, spec: JobSpec, decoder: Decoder | None = None,
-             progress: Callable[[int], Any] | None = None) -> FinalResult:
+             progress: Callable[[int], Any] | None = None, ready: SegmentWait | None = None) -> FinalResult:
     """Encode the job's deliverables into the store (or find them there already). ``decoder``
     turns latents into frames for ``interpolation_method: latent`` (called only when needed);
-    ``progress`` hears how many frames of the joined video are encoded so far."""
-    made = made_outputs(store, plan, spec)
-    if made is not None:
+    ``progress`` hears how many frames of the joined video are encoded so far.
+
+    With ``ready`` the stage runs while the job renders, each segment's frames read once
+    ``ready`` says they are final: it always encodes (the frames are being made) and takes the
+    key of what it made from the segments' markers at the end, when every one is written. The
+    frames fed to each encoder, and so the videos, are the same either way."""
+    if ready is None and (made := made_outputs(store, plan, spec)) is not None:
         return made
     video_rel, clip_rels, sheet_rels = output_names(plan)
-    fps, key = output_fps(spec), final_key(store, plan, spec)
+    fps = output_fps(spec)
     fade, expected = plan.crossfade, plan.video_frames
     with tempfile.TemporaryDirectory(prefix="deforum-ray-") as tmp:
         audio = _local_audio(spec.output.audio, tmp) if spec.output.audio else None
@@ -429,7 +441,7 @@ def finalize(store: RenderStore, plan: RenderPlan, spec: JobSpec, decoder: Decod
                                        spec.output.codec, spec.output.crf)
                     encoders.append(own)
                 joiner.start_clip()
-                for frame in clip_sequence(store, clip, spec, sheet, tmp, decoder):
+                for frame in clip_sequence(store, clip, spec, sheet, tmp, decoder, ready):
                     joiner.write(frame)
                     if progress is not None:
                         progress(joined.count)
@@ -446,6 +458,7 @@ def finalize(store: RenderStore, plan: RenderPlan, spec: JobSpec, decoder: Decod
             raise
         if frames != expected:
             raise FinalizeError(f"the joined video has {frames} frames, expected {expected}")
+        key = final_key(store, plan, spec)  # every segment is final by now
         for name, rel in sheet_rels.items():
             store.put(rel, sheets[name])
         for rel in clip_rels.values():

@@ -6,21 +6,20 @@
 3. start a pool of FluxWorker actors (one per GPU, or CPU workers), each with a resident model;
 4. embed every distinct prompt once, on one worker, and share the result through the object store;
 5. hand chains to idle workers, up to ``chains_per_worker`` each to advance together; a chain whose
-   worker dies or fails is retried from its checkpoint;
-6. once every chain is in the store, one Ray CPU task encodes the deliverables; print a summary.
+   worker dies or fails is retried from its checkpoint (``render.scheduler``);
+6. the deliverables are encoded on a CPU while the chains render, each segment once its chain is
+   done (``render.following``; after the render for latent interpolation, or when that stage was
+   lost); print a summary.
 
 Without a cluster, ``ray.init()`` starts an embedded local Ray; nothing else differs.
 """
 
 from __future__ import annotations
 
-import logging
-import re
 import os
 import sys
 import time
-from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import yaml
@@ -31,19 +30,18 @@ from ..post.finalize import FinalResult, made_outputs
 from ..post.report import write_report
 from ..job.plan import ChainKind, ChainTask, RenderPlan, chain_tasks, format_plan, pixel_tree, plan, tree_diff
 from ..job.spec import JobSpec, spec_to_dict, spec_to_yaml
-from ..model.denoiser import Acceleration
 from ..store import RenderStore, job_folders
 from ..table import format_table
+from .cluster import WorkerPool, check_cluster, connect, default_pool_size, forwarded_env, on_this_node
+from .following import StageDuringRender, follows
 from .resume import chain_standing, find_resume_point
 from .progress import Progress, final_task
+from .scheduler import (ATTEMPTS, AnchorsReady, Batch, ChainDone, ChainScheduler, Event, Failed, Retry,
+                        WorkerGone)
 from .start import StartClock
-from .worker import ChainError, ChainJob, ChainReport, FluxWorker
+from .worker import ChainJob, ChainReport
 
 FrameCallback = Callable[[int, int, Tensor | None], Any]  # (frames done in the job, total frames, latent)
-ATTEMPTS = 3  # a chain that fails this many times fails the job
-FORWARDED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
-                 "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_PROFILE", "HF_TOKEN", "HF_HOME", "HF_HUB_OFFLINE",
-                 "HF_ENDPOINT")
 
 
 class JobConflict(ValueError):
@@ -110,148 +108,6 @@ def check_output(spec: JobSpec, render_plan: RenderPlan, fresh: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Ray
-
-
-class ClusterUnreachable(RuntimeError):
-    """``cluster.address`` (or ``RAY_ADDRESS``) does not answer; one line naming it."""
-
-
-# HTTP/2's client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, Ray Client) answers
-# with a SETTINGS frame of its own (frame type 4, the fourth byte of its 9-byte header).
-HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
-
-
-def check_cluster(address: str | None, timeout: float) -> None:
-    """Fail within ``timeout`` seconds, naming the address, when the cluster to connect to does not
-    answer, or answers but is not Ray: ``ray.init`` would retry for ever. A TCP connection to its
-    host and port, then gRPC's HTTP/2 greeting (skipped under RAY_USE_TLS, which wraps it in TLS);
-    ``auto``, ``local`` and no address (an embedded Ray) need no check."""
-    import socket
-
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    found = re.match(r"^(?:[a-z]+://)?\[?([^\]/]+?)\]?:(\d+)(?:/.*)?$", address or "")
-    if found is None:
-        return
-    host, port = found.group(1), int(found.group(2))
-    deadline = time.monotonic() + timeout
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as conn:
-            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
-                return
-            conn.settimeout(max(0.1, deadline - time.monotonic()))
-            conn.sendall(HTTP2_HELLO)
-            header = b""
-            while len(header) < 9 and (chunk := conn.recv(9 - len(header))):
-                header += chunk
-    except OSError as exc:
-        reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        raise ClusterUnreachable(f"cluster.address {address}: cannot reach a Ray cluster there ({reason})") from None
-    if len(header) < 9 or header[3] != 4:
-        raise ClusterUnreachable(f"cluster.address {address}: something answers there, but not a Ray cluster "
-                                 "(no gRPC greeting)")
-
-
-def _quiet_token_notice(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith("Token authentication is enabled for this Ray cluster")
-
-
-def connect(address: str | None) -> bool:
-    """Connect to ``cluster.address``, else ``RAY_ADDRESS``, else start an embedded local Ray.
-    Returns True when this call started Ray (and so should shut it down)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
-    if address is None:
-        kwargs.update(include_dashboard=False, _node_ip_address="127.0.0.1")
-        # Ray 2.60 announces on every new local cluster that it turned token authentication on: true,
-        # wanted (the cluster is this user's), and nothing a user can act on. Its other lines stay.
-        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_quiet_token_notice)
-    import signal
-    import threading
-
-    own = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
-    ray.init(address=address, **kwargs)
-    if callable(own):  # Ray installs its own SIGTERM handler (a stack dump, exit 1); the caller's stays
-        signal.signal(signal.SIGTERM, own)
-    return True
-
-
-@dataclass
-class WorkerPool:
-    """FluxWorker actors, one resident model each; kept across renders by long-lived callers."""
-
-    model_spec: Any
-    size: int
-    device: str | None = None  # None: the GPU Ray gives the worker, else the CPU
-    offload: bool = False
-    acceleration: Acceleration = Acceleration()
-    cpu_threads: int | None = None  # torch threads of a CPU worker; None: the cores shared out
-    write_queue: int = 8  # frames a worker may hand to its store writer before it waits (0: write in line)
-    workers: list[Any] = field(default_factory=list)
-
-    @classmethod
-    def for_spec(cls, spec: JobSpec, size: int) -> "WorkerPool":
-        """``size`` workers set up as the spec's ``model`` and ``cluster`` say (not started)."""
-        return cls(spec.model, size, acceleration=Acceleration.of(spec.cluster), cpu_threads=spec.cluster.cpu_threads,
-                   write_queue=spec.cluster.write_queue)
-
-    def start(self) -> None:
-        import ray
-
-        resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0))
-        if gpus:
-            options: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1}
-            threads = 1
-        else:  # CPU workers share the machine's cores
-            cpus = max(1, int(resources.get("CPU", 1)))
-            threads = self.cpu_threads or max(1, cpus // self.size)
-            options = {"num_cpus": min(threads, cpus)}
-        options.update(forwarded_env())
-        actor = ray.remote(max_restarts=ATTEMPTS, max_task_retries=0)(FluxWorker)
-        self.workers = [actor.options(**options).remote(self.model_spec, threads, self.device, self.offload,
-                                                        self.acceleration, self.write_queue, log_libraries=True)
-                        for _ in range(self.size)]
-        try:
-            ray.get([w.ready.remote() for w in self.workers])  # models loaded, or the load error surfaces here
-        except Exception as exc:
-            self.shutdown()
-            raise RuntimeError(_model_error(exc)) from None
-
-    def shutdown(self) -> None:
-        import ray
-
-        for worker in self.workers:
-            ray.kill(worker)
-        self.workers = []
-
-
-def _model_error(exc: BaseException) -> str:
-    """The one line that matters from a worker that could not load its model."""
-    import re
-
-    text = str(exc)
-    found = re.search(r"ModelError: (.+)", text)
-    if found:
-        return found.group(1).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return f"a worker could not start: {lines[-1] if lines else type(exc).__name__}"
-
-
-def default_pool_size(spec: JobSpec, chains: int | None = None) -> int:
-    """``cluster.num_workers``, else one worker per GPU (one on a machine without), at most ``chains``."""
-    import ray
-
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    wanted = spec.cluster.num_workers or (gpus if gpus else 1)
-    return max(1, wanted if chains is None else min(wanted, chains))
-
-
-# ---------------------------------------------------------------------------------------------
 # render
 
 
@@ -294,14 +150,21 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
         with clock.phase("ray", "connecting" if spec.cluster.address or os.environ.get("RAY_ADDRESS") else "starting"):
             started_ray = connect(spec.cluster.address)
     try:
+        final: FinalResult | None = None
         if todo:
+            pending = [*todo, *(task for tasks in waiting.values() for task in tasks)]
+            stage = StageDuringRender(store, render_plan, spec, pending) if follows(spec) else None
             try:
                 reports = _run_chains(spec, render_plan, store, todo, waiting, resumed, pool, progress, callback, fresh,
-                                      clock)
+                                      clock, stage)
+                final = stage.finish(progress) if stage is not None else None
             except JobFailed:
                 page_of(store, progress)  # the morning's look at a failed job: its problems, what finished
                 raise
-        final = made_outputs(store, render_plan, spec)  # a finished job starts no Ray at all
+            finally:
+                if stage is not None:
+                    stage.stop()
+        final = final or made_outputs(store, render_plan, spec)  # a finished job starts no Ray at all
         if final is None:
             started_ray = connect(spec.cluster.address) or started_ray
             final = final_stage(store, render_plan, spec, pool, progress)
@@ -373,22 +236,6 @@ def final_stage(store: RenderStore, render_plan: RenderPlan, spec: JobSpec, pool
             own_pool.shutdown()
 
 
-def on_this_node() -> dict[str, Any]:
-    """Options that pin a helper actor (the progress tracker) to the driver's node: a job loses
-    its driver with that node anyway, and never loses the helper with another (a soft affinity
-    is not enough: Ray spills a zero-CPU actor to any node)."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)}
-
-
-def forwarded_env() -> dict[str, Any]:
-    """Storage and hub credentials, for actors and tasks that may land on other nodes."""
-    env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
-    return {"runtime_env": {"env_vars": env}} if env else {}
-
-
 def final_lines(final: FinalResult) -> str:
     what = "encoded" if final.encoded else "already made, nothing changed"
     lines = [f"video {final.video}: {final.frames} frames at {final.fps:g} fps ({what})"]
@@ -399,13 +246,16 @@ def final_lines(final: FinalResult) -> str:
 
 def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo: list[ChainTask],
                 waiting: dict[str, list[ChainTask]], resumed: int, pool: WorkerPool | None, progress: bool,
-                callback: FrameCallback | None, fresh: bool, clock: StartClock) -> tuple[ChainReport, ...]:
+                callback: FrameCallback | None, fresh: bool, clock: StartClock,
+                stage: StageDuringRender | None = None) -> tuple[ChainReport, ...]:
     """Hand chains to idle workers, up to ``chains_per_worker`` at a time, until all are done.
 
     A clip's segments wait in ``waiting`` until its anchor chain is done. A chain that fails is
-    retried from its checkpoint; one that fails ATTEMPTS times fails the job once the others finish."""
+    retried from its checkpoint; one that fails ATTEMPTS times fails the job once the others finish
+    (the bookkeeping: :class:`~.scheduler.ChainScheduler`). ``stage``, the final stage made while
+    the job renders, starts once the workers are up and hears of every chain done."""
     import ray
-    from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+    from ray.exceptions import RayTaskError
     from tqdm import tqdm
 
     own_pool = pool is None
@@ -436,88 +286,38 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
             raise RuntimeError(first_line(exc.cause if isinstance(exc.cause, Exception) else exc)) from None
 
     tracker = ray.remote(num_cpus=0)(Progress).options(**on_this_node()).remote()
+    if stage is not None:
+        stage.start()
 
-    def job(task: ChainTask, attempt: int) -> ChainJob:
-        return ChainJob(task, clips[task.clip], spec.width, spec.height, store.uri, dict(spec.output.storage_options),
-                        spec.cluster.checkpoint_every, fresh and attempt == 1,  # retries resume
-                        send_latents=callback is not None)
+    def submit(worker: int, batch: Batch) -> Any:
+        jobs = [ChainJob(task, clips[task.clip], spec.width, spec.height, store.uri, dict(spec.output.storage_options),
+                         spec.cluster.checkpoint_every, fresh and attempt == 1,  # retries resume
+                         send_latents=callback is not None) for task, attempt in batch]
+        return pool.workers[worker].render.remote(jobs, embeddings, tracker)
 
-    queue = deque((task, 1) for task in todo)
-    idle = deque(range(len(pool.workers)))
-    running: dict[Any, tuple[list[tuple[ChainTask, int]], int]] = {}
-    # A worker that died is idle again only once Ray has restarted it: on a lost node that may
-    # take long, or never come (nowhere else to place it), so its chains go to the others meanwhile.
-    restarting: dict[Any, int] = {}  # worker.ready() call -> worker index
-    reports: list[ChainReport] = []
-    failures: list[str] = []
-    done = resumed
+    def ready(worker: int) -> Any:
+        return pool.workers[worker].ready.remote()
 
-    def settle(task: ChainTask, attempt: int, outcome: ChainReport | BaseException, bar: Any) -> None:
-        if isinstance(outcome, ChainReport):
-            reports.append(replace(outcome, attempt=attempt))
-            if task.kind is ChainKind.ANCHORS:
-                queue.extend((segment, 1) for segment in waiting.pop(task.clip, []))
-                bar.write(f"clip {task.clip}: {len(task.anchors)} anchors ready; {len(queue)} chains queued", file=sys.stderr)
-            else:
-                rate = outcome.frames_rendered / outcome.seconds if outcome.seconds else 0.0
-                together = f", {outcome.advanced_together} chains together" if outcome.advanced_together > 1 else ""
-                bar.write(f"clip {task.label}: {outcome.frames_rendered} frames in {outcome.seconds:.1f} s "
-                          f"({rate:.1f} frames/s) on {outcome.worker}{together}", file=sys.stderr)
-            return
-        reason = _reason(outcome, task)
-        where = f"anchors/{task.clip}" if task.kind is ChainKind.ANCHORS else f"segments/{task.clip}/{task.segments[0].index}"
-        if attempt < ATTEMPTS:
-            bar.write(f"retrying {task.label} (attempt {attempt + 1} of {ATTEMPTS}): {reason}", file=sys.stderr)
-            store.event("retry", where, f"attempt {attempt} of {ATTEMPTS} failed: {reason}")
-            queue.append((task, attempt + 1))
-            return
-        bar.write(f"failed: {reason}", file=sys.stderr)
-        store.event("failed", where, f"after {ATTEMPTS} attempts: {reason}")
-        failures.append(reason)
-        for segment in waiting.pop(task.clip, []) if task.kind is ChainKind.ANCHORS else []:
-            failures.append(f"{segment.label}: not rendered, its anchors failed")
-
+    chains = ChainScheduler.of(todo, waiting, len(pool.workers), spec.cluster.chains_per_worker)
     first = FirstFrame(clock, store, spec.cluster.compile, clock.workers, say=progress)
+    done = resumed
     try:
         with tqdm(total=render_plan.total_frames, initial=resumed, unit="frame", disable=not progress,
                   dynamic_ncols=True, file=sys.stderr) as bar:
-            while queue or running:
-                while queue and idle:
-                    batch = next_batch(queue, per_worker, len(idle))
-                    index = idle.popleft()
-                    call = pool.workers[index].render.remote([job(t, a) for t, a in batch], embeddings, tracker)
-                    running[call] = (batch, index)
-                ready, _ = ray.wait([*running, *restarting], num_returns=1, timeout=0.25)
+            while chains.busy:
+                chains.dispatch(submit)
+                finished, _ = ray.wait(chains.calls(), num_returns=1, timeout=0.25)
                 done = _drain(tracker, bar, callback, done, render_plan.total_frames)
                 first.watch(bar, done > resumed)
-                for ref in ready:
-                    if ref in restarting:
-                        index = restarting.pop(ref)
-                        try:
-                            ray.get(ref)
-                            idle.append(index)
-                        except ActorUnavailableError:  # still restarting: ask again in a moment
-                            time.sleep(0.1)
-                            restarting[pool.workers[index].ready.remote()] = index
-                        except RayActorError:  # out of restarts: the others carry on without it
-                            bar.write(f"worker {index} is gone for good", file=sys.stderr)
-                        continue
-                    batch, index = running.pop(ref)
-                    try:
-                        outcomes: list[Any] = ray.get(ref)
-                        idle.append(index)
-                    except RayTaskError as exc:
-                        outcomes = [exc] * len(batch)
-                        idle.append(index)
-                    except RayActorError as exc:  # the worker died: every chain it had is retried
-                        outcomes = [exc] * len(batch)
-                        restarting[pool.workers[index].ready.remote()] = index
-                    for (task, attempt), outcome in zip(batch, outcomes):
-                        settle(task, attempt, outcome, bar)
-                if queue and not idle and not running and not restarting:
-                    raise JobFailed(f"no worker left to render {queue[0][0].label} (every worker is gone)")
+                for call in finished:
+                    for event in _collect(chains, call, ready):
+                        _report(event, store, bar)
+                        if isinstance(event, ChainDone) and stage is not None:
+                            stage.chain_done(event.task)
+                if chains.stuck:
+                    raise JobFailed(f"no worker left to render {chains.queued[0][0].label} (every worker is gone)")
             # Workers report frames asynchronously: the last reports may land after their task returned.
-            expected = resumed + sum(r.frames_rendered for r in reports if r.kind is not ChainKind.ANCHORS)
+            expected = resumed + sum(r.frames_rendered for r in chains.reports if r.kind is not ChainKind.ANCHORS)
             deadline = time.monotonic() + 10.0
             while done < expected and time.monotonic() < deadline:
                 done = _drain(tracker, bar, callback, done, render_plan.total_frames)
@@ -527,9 +327,59 @@ def _run_chains(spec: JobSpec, render_plan: RenderPlan, store: RenderStore, todo
         ray.kill(tracker)  # a long-lived caller (the API, a queue) renders many jobs on one Ray
         if own_pool:
             pool.shutdown()
-    if failures:
-        raise JobFailed(f"{failures[0]} (after {ATTEMPTS} attempts; the other clips are complete in the store)")
-    return tuple(reports)
+    if chains.failures:
+        raise JobFailed(f"{chains.failures[0]} (after {ATTEMPTS} attempts; the other clips are complete in the store)")
+    return tuple(chains.reports)
+
+
+def _collect(chains: ChainScheduler, call: Any, ready: Callable[[int], Any]) -> list[Event]:
+    """What a finished call means for the chains: Ray's outcomes turned into the scheduler's events."""
+    import ray
+    from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+
+    if chains.restart_of(call) is not None:
+        try:
+            ray.get(call)
+            chains.restarted(call)
+        except ActorUnavailableError:  # still restarting: ask again in a moment
+            time.sleep(0.1)
+            chains.still_restarting(call, ready)
+        except RayActorError:  # out of restarts
+            return chains.gone(call)
+        return []
+    batch, _ = chains.running[call]
+    try:
+        return chains.finished(call, ray.get(call))
+    except RayTaskError as exc:
+        return chains.finished(call, [exc] * len(batch))
+    except RayActorError as exc:  # the worker died: every chain it had is retried
+        return chains.worker_lost(call, exc, ready)
+
+
+def _report(event: Event, store: RenderStore, bar: Any) -> None:
+    """An event's line for the user, and the problems kept with the job."""
+    if isinstance(event, AnchorsReady):
+        bar.write(f"clip {event.task.clip}: {len(event.task.anchors)} anchors ready; {event.queued} chains queued",
+                  file=sys.stderr)
+    elif isinstance(event, ChainDone):
+        outcome = event.report
+        rate = outcome.frames_rendered / outcome.seconds if outcome.seconds else 0.0
+        together = f", {outcome.advanced_together} chains together" if outcome.advanced_together > 1 else ""
+        bar.write(f"clip {event.task.label}: {outcome.frames_rendered} frames in {outcome.seconds:.1f} s "
+                  f"({rate:.1f} frames/s) on {outcome.worker}{together}", file=sys.stderr)
+    elif isinstance(event, Retry):
+        bar.write(f"retrying {event.task.label} (attempt {event.attempt + 1} of {ATTEMPTS}): {event.reason}",
+                  file=sys.stderr)
+        store.event("retry", _where(event.task), f"attempt {event.attempt} of {ATTEMPTS} failed: {event.reason}")
+    elif isinstance(event, Failed):
+        bar.write(f"failed: {event.reason}", file=sys.stderr)
+        store.event("failed", _where(event.task), f"after {ATTEMPTS} attempts: {event.reason}")
+    elif isinstance(event, WorkerGone):
+        bar.write(f"worker {event.index} is gone for good", file=sys.stderr)
+
+
+def _where(task: ChainTask) -> str:
+    return f"anchors/{task.clip}" if task.kind is ChainKind.ANCHORS else f"segments/{task.clip}/{task.segments[0].index}"
 
 
 class FirstFrame:
@@ -563,20 +413,6 @@ class FirstFrame:
             bar.write(self.clock.line(), file=sys.stderr)
 
 
-def next_batch(queue: deque[tuple[ChainTask, int]], per_worker: int, idle: int) -> list[tuple[ChainTask, int]]:
-    """Take the chains for the next of ``idle`` idle workers off ``queue``.
-
-    An anchor chain goes first and alone: its clip's segments all wait for it, and a call returns
-    only when every chain in it is done. The others are spread evenly over the idle workers, up to
-    ``per_worker`` each: a worker's time per frame hardly grows with its batch (a compiled one pads
-    every call to its full batch), so two half calls finish in about half the time of one full call."""
-    anchors = next((item for item in queue if item[0].kind is ChainKind.ANCHORS), None)
-    if anchors is not None:
-        queue.remove(anchors)
-        return [anchors]
-    return [queue.popleft() for _ in range(min(per_worker, -(-len(queue) // max(1, idle))))]
-
-
 def _drain(tracker: Any, bar: Any, callback: FrameCallback | None, done: int, total: int) -> int:
     import ray
 
@@ -586,15 +422,6 @@ def _drain(tracker: Any, bar: Any, callback: FrameCallback | None, done: int, to
         if callback is not None:
             callback(done - 1, total, latent)
     return done
-
-
-def _reason(exc: BaseException, task: ChainTask) -> str:
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, ChainError):
-        return str(cause)
-    if isinstance(exc, ChainError):
-        return str(exc)
-    return f"{task.label}: worker failed: {first_line(exc)}"
 
 
 def summary_table(reports: tuple[ChainReport, ...]) -> str:

@@ -12,7 +12,7 @@ from typing import Callable
 
 from ..errors import first_line
 from ..model.fetch import FetchResult, fetch_model
-from .driver import check_cluster, connect, forwarded_env
+from .cluster import check_cluster, connect, forwarded_env
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from ..errors import first_line
 from ..job.spec import JobSpec
 from ..model.denoiser import Acceleration
 from ..table import format_table
-from .driver import WorkerPool, check_cluster, connect, default_pool_size, render
+from .cluster import WorkerPool, check_cluster, connect, default_pool_size
+from .driver import render
 
 
 @dataclass(frozen=True)
