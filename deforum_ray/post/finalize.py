@@ -58,6 +58,8 @@ class FinalResult:
 # Frames in: the store, one small batch at a time
 
 
+READ_AHEAD = 2  # chunks of frames fetched and decoding while the encoder takes the one before
+DECODE_THREADS = max(1, min(4, (os.cpu_count() or 2) // 2))
 SegmentWait = Callable[[str, int], Any]  # (clip, segment index): returns once that segment is final in the store
 
 
@@ -65,31 +67,51 @@ def stored_frames(store: RenderStore, clip: ClipPlan, reverse: bool = False, bat
                   latents: bool = False, ready: SegmentWait | None = None) -> Iterator[Any]:
     """A clip's rendered frames (or their latents) from the store, in order or reversed, a few
     fetched at a time. ``ready`` waits for a segment still rendering (the stage made while the
-    job renders, ``render.follow``); without it every frame must be there."""
-    from ..store import decode_png
+    job renders, ``render.following``); without it every frame must be there.
+
+    The next chunks are fetched on a thread and decoded on a few more while the caller encodes
+    this one (PNG decoding releases the GIL): the reading keeps pace with ffmpeg. A missing frame
+    is raised when the caller reaches it."""
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     where = {n: seg.index for seg in clip.segments for n in range(seg.start, seg.stop)}
     rel = store.latent_rel if latents else store.frame_rel
     order = list(range(clip.num_frames))[:: -1 if reverse else 1]
     # Fetched within one segment at a time: a segment's frames are read as soon as it is final.
     runs = [list(run) for _, run in itertools.groupby(order, key=where.__getitem__)]
-    for chunk in (run[i : i + batch] for run in runs for i in range(0, len(run), batch)):
+    chunks = deque(run[i : i + batch] for run in runs for i in range(0, len(run), batch))
+    fetcher, decoders = ThreadPoolExecutor(1), ThreadPoolExecutor(DECODE_THREADS)
+
+    def decode(n: int, data: bytes | None) -> Any:
+        if data is None:
+            store.discard(store.done_rel(clip.name, where[n]))  # so the next run renders it again
+            what = "latent" if latents else "frame"
+            raise FinalizeError(f"clip {clip.name!r}: {what} {n} is missing or corrupt in the store "
+                                f"({store.url(rel(clip.name, where[n], n))}); run the job again to render it again")
+        if latents:
+            from safetensors.torch import load
+
+            return load(data)["latent"].float()
+        from ..store import decode_png
+
+        return decode_png(data)
+
+    def fetch(chunk: list[int]) -> list[Future]:
         if ready is not None:
             ready(clip.name, where[chunk[0]])
         fetched = store.get_many([rel(clip.name, where[n], n) for n in chunk])
-        for n in chunk:
-            data = fetched[rel(clip.name, where[n], n)]
-            if data is None:
-                store.discard(store.done_rel(clip.name, where[n]))  # so the next run renders it again
-                what = "latent" if latents else "frame"
-                raise FinalizeError(f"clip {clip.name!r}: {what} {n} is missing or corrupt in the store "
-                                    f"({store.url(rel(clip.name, where[n], n))}); run the job again to render it again")
-            if latents:
-                from safetensors.torch import load
+        return [decoders.submit(decode, n, fetched[rel(clip.name, where[n], n)]) for n in chunk]
 
-                yield load(data)["latent"].float()
-            else:
-                yield decode_png(data)
+    ahead: deque[Future] = deque()
+    try:
+        while chunks or ahead:
+            while chunks and len(ahead) < READ_AHEAD:
+                ahead.append(fetcher.submit(fetch, chunks.popleft()))
+            for frame in ahead.popleft().result():
+                yield frame.result()
+    finally:  # a caller that stopped early (ffmpeg had its frames, or failed) leaves nothing running
+        fetcher.shutdown(wait=False, cancel_futures=True)
+        decoders.shutdown(wait=False, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,7 +312,7 @@ class ContactSheet:
             sheet.paste(thumb, (x, y))
             draw.text((x + 2, y + h + 1), f"frame {frame}", fill=(235, 235, 235))
         buffer = io.BytesIO()
-        sheet.save(buffer, format="PNG")
+        sheet.save(buffer, format="PNG", compress_level=1)  # zlib's 6 took 0.7 s of the final stage's tail
         return buffer.getvalue()
 
 

@@ -38,20 +38,29 @@ summary { cursor: pointer; color: #345; }
 """
 
 
-def write_report(store: RenderStore) -> str:
-    """Write the job's page (and its plots) into its folder; the page's URL."""
+def write_report(store: RenderStore, plots: Sequence[str] | None = None) -> str:
+    """Write the job's page (and its plots, unless ``plots`` names them written already) into its
+    folder; the page's URL."""
     rows = store.read_runlog()
     status = job_status(store, rows)
-    frames = frame_rows(rows)
-    plots = []
-    if frames:
-        store.put(FPS_PLOT, frames_per_second_svg(frames))
-        store.put(SECONDS_PLOT, seconds_per_frame_svg(frames))
-        plots = [FPS_PLOT, SECONDS_PLOT]
+    if plots is None:
+        plots = write_plots(store, rows)
     spec, plan = (store.get(rel) for rel in ("spec.yaml", "plan.txt"))
     page = job_page(status, plots, _text(spec), _text(plan))
     store.write_text(REPORT, page)
     return store.url(REPORT)
+
+
+def write_plots(store: RenderStore, rows: Sequence[dict[str, Any]] | None = None) -> list[str]:
+    """The page's plots of the run log (``rows``, else read) into ``report/``: what they are
+    called there (none for a job without frames). They need only the run log, so a driver draws
+    them while its video is still encoding."""
+    frames = frame_rows(store.read_runlog() if rows is None else rows)
+    if not frames:
+        return []
+    store.put(FPS_PLOT, frames_per_second_svg(frames))
+    store.put(SECONDS_PLOT, seconds_per_frame_svg(frames))
+    return [FPS_PLOT, SECONDS_PLOT]
 
 
 def write_index(parent: RenderStore, jobs: Sequence[tuple[str, JobStatus]]) -> str:
@@ -223,10 +232,18 @@ def seconds_per_frame_svg(frames: Sequence[dict[str, Any]]) -> bytes:
     return _svg(fig)
 
 
-def _figure() -> tuple[Any, Any]:
+def load_plotting() -> None:
+    """Import what the plots need (matplotlib's import is most of a page's time): a driver does it
+    early, on a thread of its own."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)  # no display; a process that chose a backend keeps it
+    from matplotlib.backends import backend_svg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
+
+
+def _figure() -> tuple[Any, Any]:
+    load_plotting()
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 3.2))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -27,7 +28,7 @@ from torch import Tensor
 
 from ..errors import first_line
 from ..post.finalize import FinalResult, made_outputs
-from ..post.report import write_report
+from ..post.report import load_plotting, write_plots, write_report
 from ..job.plan import ChainKind, ChainTask, RenderPlan, chain_tasks, format_plan, pixel_tree, plan, tree_diff
 from ..job.spec import JobSpec, spec_to_dict, spec_to_yaml
 from ..store import RenderStore, job_folders
@@ -41,6 +42,7 @@ from .scheduler import (ATTEMPTS, AnchorsReady, Batch, ChainDone, ChainScheduler
 from .start import StartClock
 from .worker import ChainJob, ChainReport
 
+_drawing = ThreadPoolExecutor(1, thread_name_prefix="page-plots")  # the job's page's plots, beside the final stage
 FrameCallback = Callable[[int, int, Tensor | None], Any]  # (frames done in the job, total frames, latent)
 
 
@@ -149,15 +151,20 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
     if todo:
         with clock.phase("ray", "connecting" if spec.cluster.address or os.environ.get("RAY_ADDRESS") else "starting"):
             started_ray = connect(spec.cluster.address)
+    page: Future | None = None
     try:
         final: FinalResult | None = None
+        plots: Future | None = None
         if todo:
+            _drawing.submit(load_plotting)  # matplotlib's import, off the tail
             pending = [*todo, *(task for tasks in waiting.values() for task in tasks)]
             stage = StageDuringRender(store, render_plan, spec, pending) if follows(spec) else None
             try:
                 reports = _run_chains(spec, render_plan, store, todo, waiting, resumed, pool, progress, callback, fresh,
                                       clock, stage)
-                final = stage.finish(progress) if stage is not None else None
+                if stage is not None:  # the run log is complete: the page's plots are drawn while the video ends
+                    plots = _drawing.submit(write_plots, store)
+                    final = stage.finish(progress)
             except JobFailed:
                 page_of(store, progress)  # the morning's look at a failed job: its problems, what finished
                 raise
@@ -168,6 +175,7 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
         if final is None:
             started_ray = connect(spec.cluster.address) or started_ray
             final = final_stage(store, render_plan, spec, pool, progress)
+        page = _drawing.submit(page_of, store, progress, plots)  # written while Ray shuts down
     finally:
         if started_ray:
             import ray
@@ -176,7 +184,7 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
     seconds = time.perf_counter() - started
     if progress and reports:
         print(summary_table(reports), file=sys.stderr)
-    report = page_of(store, progress)
+    report = page.result()
     if progress:
         print(final_lines(final) + (f"\nreport {report}" if report else ""), file=sys.stderr)
     frames = sum(r.frames_rendered for r in reports if r.kind is not ChainKind.ANCHORS)
@@ -184,11 +192,12 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
     return RenderResult(store.url(), final.video, final, frames, resumed, seconds, reports, report)
 
 
-def page_of(store: RenderStore, progress: bool) -> str | None:
-    """Write the job's page (``post.report``); a page that cannot be written is a warning, never
-    a failed render."""
+def page_of(store: RenderStore, progress: bool, plots: Future | None = None) -> str | None:
+    """Write the job's page (``post.report``; ``plots``: its plots being drawn already); a page
+    that cannot be written is a warning, never a failed render."""
     try:
-        return write_report(store)
+        drawn = plots.result() if plots is not None and plots.exception() is None else None  # else drawn again
+        return write_report(store, drawn)
     except Exception as exc:
         if progress:
             print(f"warning: the job's page was not written: {first_line(exc)}", file=sys.stderr)
