@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from deforum_ray.job.spec import load_job  # noqa: E402
 from deforum_ray.render.local import render_local  # noqa: E402
 from deforum_ray.render.worker import FluxWorker  # noqa: E402
+from deforum_ray.model.compiling import decoder_regions  # noqa: E402
 from deforum_ray.model.denoiser import Acceleration  # noqa: E402
 
 
@@ -49,8 +50,11 @@ def main() -> None:
     parser.add_argument("--precision", default="fp8")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--frames", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=6)
     parser.add_argument("--cache", default=None, help="Inductor's cache folder (default: a new, empty one)")
+    parser.add_argument("--decoder", default="static", choices=("static", "dynamic", "eager"),
+                        help="the VAE decoder's resnets compiled with static shapes (as a worker does), with "
+                             "dynamic ones (one graph per resnet's channels, any resolution), or not at all")
     parser.add_argument("--out", default="split.json")
     args = parser.parse_args()
     cache = args.cache or tempfile.mkdtemp(prefix="inductor-")
@@ -62,16 +66,23 @@ def main() -> None:
     began = time.perf_counter()
     worker = FluxWorker(spec.model, acceleration=Acceleration(True, "default", cache, args.batch, "blocks"))
     loaded = time.perf_counter() - began
+    for region in decoder_regions(worker.model.vae.decoder):
+        if args.decoder == "eager":
+            region._compiled_call_impl = None
+        elif args.decoder == "dynamic":
+            region.compile(mode="default", dynamic=True)
     transformer: list[float] = []
     decoder: list[float] = []
     worker.model.denoiser.velocity = timed(transformer, worker.model.denoiser.velocity)
     worker.model.vae.decode = timed(decoder, worker.model.vae.decode)
     began = time.perf_counter()
     render_local(worker, spec, "a", f"{out}/job")
-    row = {"model": args.model, "precision": args.precision, "size": args.size, "batch": args.batch,
+    row = {"decoder": args.decoder, "model": args.model, "precision": args.precision, "size": args.size, "batch": args.batch,
            "cache": cache, "load_s": round(loaded, 3), "render_s": round(time.perf_counter() - began, 3),
            "transformer_first_s": transformer[0], "transformer_next_s": transformer[1:4],
            "transformer_calls": len(transformer), "decoder_first_s": decoder[0], "decoder_next_s": decoder[1:4],
+           "decoder_median_next_s": sorted(decoder[1:])[len(decoder[1:]) // 2] if len(decoder) > 1 else None,
+           "transformer_median_next_s": sorted(transformer[1:])[len(transformer[1:]) // 2] if len(transformer) > 1 else None,
            "decoder_calls": len(decoder)}
     print(json.dumps(row), flush=True)
     Path(args.out).write_text(json.dumps(row, indent=2))

@@ -10,6 +10,7 @@ import logging
 import re
 import secrets
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -97,6 +98,7 @@ class Flux1AnimationPipeline:
             }
             spec = load_job(job)
             result = render(spec, pool=self._pool_for(spec), progress=True, callback=callback)
+            print(result.summary(), file=sys.stderr)
         output_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result.video, output_path)
         return str(output_path)

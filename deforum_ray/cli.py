@@ -182,6 +182,8 @@ def _render_one(args: argparse.Namespace, spec: Any) -> int:
         print(f"deforum-ray: render failed: {first_line(exc)} (what finished is kept; the same command resumes)",
               file=sys.stderr)
         return EXIT_FAILED
+    if not args.no_progress:
+        print(result.summary(), file=sys.stderr)
     resumed = f" ({result.resumed} already done)" if result.resumed else ""
     print(f"rendered {result.frames} frames{resumed} in {result.seconds:.1f} s into {result.output_dir}",
           file=sys.stderr)

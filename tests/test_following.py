@@ -74,11 +74,12 @@ def test_a_cancelled_stage_raises_and_writes_nothing(tmp_path):
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
-def test_a_render_makes_its_video_while_rendering_the_same_as_after(ray_cluster, tmp_path):
-    """Through Ray: the video of a segmented clip made during the render decodes to the frames,
-    and is byte for byte what the stage makes after the render from the same store."""
-    spec = load_job(one_long_clip(tmp_path, frames=24), ["cluster.num_workers=2", "cluster.chains_per_worker=1"])
-    result = render(spec, progress=False)
+def test_a_render_makes_its_video_while_rendering_the_same_as_after(tiny_pool, tmp_path):
+    """Through Ray, on the session's resident worker (segment after segment, each told to the
+    stage as it returns): the video of a segmented clip made during the render decodes to the
+    frames, and is byte for byte what the stage makes after the render from the same store."""
+    spec = load_job(one_long_clip(tmp_path, frames=24), ["cluster.chains_per_worker=1"])
+    result = render(spec, pool=tiny_pool, progress=False)
     store = RenderStore(result.output_dir)
     video = Path(result.video).read_bytes()
     frames = decoded(result.video)

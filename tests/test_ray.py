@@ -157,6 +157,8 @@ def test_a_clip_that_always_fails_fails_the_job_after_the_others_finish(ray_clus
     store = RenderStore(str(job_dir))
     assert store.get(store.done_rel("a", 0)) is not None and store.get(store.done_rel("c", 0)) is not None
     assert store.get(store.done_rel("b", 0)) is None
+    # clip a was encoded while b was retried: that stage is thrown away, nothing of it kept
+    assert not list(job_dir.glob("*.mp4")) and store.read_json("final.json") is None
     # Its page tells the morning: each retry and the failure, on the clip that failed
     kinds = [(e["kind"], e["object"]) for e in store.events()]
     assert kinds == [("retry", "segments/b/0")] * 2 + [("failed", "segments/b/0")]

@@ -258,9 +258,14 @@ class VideoEncoder:
             raise EncodeError("ffmpeg stopped reading frames")
         self.count += 1
 
-    def close(self) -> int:
+    def end_input(self) -> None:
+        """No more frames: ffmpeg encodes what it holds (x264 keeps up to 40 frames to look ahead)
+        while the caller goes on; :meth:`close` waits for it."""
         if self.process.stdin and not self.process.stdin.closed:
             self.process.stdin.close()
+
+    def close(self) -> int:
+        self.end_input()
         code = self.process.wait()
         if code != 0:
             self.log.seek(0)
@@ -470,10 +475,12 @@ def finalize(store: RenderStore, plan: RenderPlan, spec: JobSpec, decoder: Decod
                     if own is not None:
                         own.write(frame)
                 if own is not None:
-                    own.close()
+                    own.end_input()  # its last frames encode while the next clip's are read
                 sheets[clip.name] = sheet.png()
             joiner.finish()
             frames = joined.close()
+            for own in encoders[1:]:
+                own.close()
         except BaseException:
             for encoder in encoders:
                 encoder.abort()

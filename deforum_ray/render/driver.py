@@ -70,6 +70,15 @@ class RenderResult:
         """The chains that finished on a later attempt (their worker died, or their node was lost)."""
         return tuple(r.label for r in self.reports if r.attempt > 1)
 
+    def summary(self) -> str:
+        """What a person reads at the end (the CLI, a queue and the API print it): each chain's
+        table, the deliverables, the job's page."""
+        lines = [summary_table(self.reports)] if self.reports else []
+        lines.append(final_lines(self.final))
+        if self.report:
+            lines.append(f"report {self.report}")
+        return "\n".join(lines)
+
 
 def manifest(render_plan: RenderPlan) -> dict[str, Any]:
     return {
@@ -182,11 +191,7 @@ def render(spec: JobSpec, *, pool: WorkerPool | None = None, progress: bool = Tr
 
             ray.shutdown()
     seconds = time.perf_counter() - started
-    if progress and reports:
-        print(summary_table(reports), file=sys.stderr)
     report = page.result()
-    if progress:
-        print(final_lines(final) + (f"\nreport {report}" if report else ""), file=sys.stderr)
     frames = sum(r.frames_rendered for r in reports if r.kind is not ChainKind.ANCHORS)
     resumed = render_plan.total_frames - frames  # every chain is done: the rest was in the store
     return RenderResult(store.url(), final.video, final, frames, resumed, seconds, reports, report)

@@ -75,6 +75,8 @@ def render_queue(jobs: Sequence[QueuedJob], *, progress: bool = True, fresh: boo
                                            "failed", None, first_line(exc)))
                 print(f"deforum-ray: {job.label}: render failed: {first_line(exc)}; the queue goes on", file=sys.stderr)
                 continue
+            if progress:
+                print(result.summary(), file=sys.stderr)
             status = "rendered" if result.frames or result.final.encoded else "already done"
             outcomes.append(JobOutcome(job.label, spec.name, len(spec.clips), result.frames, result.seconds, status,
                                        result.video))
