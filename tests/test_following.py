@@ -90,3 +90,22 @@ def test_a_render_makes_its_video_while_rendering_the_same_as_after(tiny_pool, t
     store.discard(FINAL)
     after = finalize(store, plan(spec), spec)
     assert after.encoded and Path(after.video).read_bytes() == video
+
+
+def test_the_driver_side_takes_finished_segments_as_final_and_all_of_them_at_the_end(ray_cluster, tmp_path):
+    """StageDuringRender: segments of chains this render does not run are final from the start;
+    once every chain has returned, every segment is, even one whose ChainDone never reached it."""
+    from deforum_ray.job.plan import ChainKind, ChainTask
+    from deforum_ray.render.following import StageDuringRender
+
+    spec, render_plan, store = job_folder(tmp_path, "segment_length=2")
+    a1 = next(s for s in render_plan.segments if (s.clip, s.index) == ("a", 1))
+    pending = [ChainTask("a", a1.start, a1.stop, (a1,), ChainKind.SEGMENT)]
+    stage = StageDuringRender(store, render_plan, spec, pending)
+    assert ("a", 1) not in stage.final and len(stage.final) == len(render_plan.segments) - 1
+    stage.start()
+    try:
+        final = stage.finish(progress=False)  # no chain_done for a/1: finish says it is final
+    finally:
+        stage.stop()
+    assert final is not None and final.encoded and final.frames == render_plan.video_frames

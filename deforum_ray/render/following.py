@@ -58,6 +58,9 @@ class StageDuringRender:
 
         if self.actor is None:
             return None
+        # Every chain has returned: every segment is final, whatever the stage was told (a lost
+        # message must not leave it waiting for ever).
+        self.actor.segments_done.remote([(s.clip, s.index) for s in self.render_plan.segments])
         result = self.actor.result.remote()
         bar = tqdm(total=self.render_plan.video_frames, desc="encode", unit="frame", disable=not progress,
                    file=sys.stderr)
