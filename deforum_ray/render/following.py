@@ -51,7 +51,7 @@ class StageDuringRender:
 
     def finish(self, progress: bool) -> FinalResult | None:
         """The deliverables once the stage has encoded its last frames (a bar for those); None when
-        its actor is gone, for the driver to run the stage itself."""
+        its actor is gone, for the driver to run the stage itself. The caller then calls :meth:`stop`."""
         import ray
         from ray.exceptions import RayActorError, RayTaskError
         from tqdm import tqdm
@@ -80,7 +80,6 @@ class StageDuringRender:
             return None
         finally:
             bar.close()
-            self.stop()
 
     def stop(self) -> None:
         """End the actor (a long-lived caller's Ray outlives the render); its temporary files go
